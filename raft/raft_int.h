@@ -1,0 +1,233 @@
+/* raft_int.h: internals shared by the files of the Raft core. Nothing here is
+ * part of the public API (raft.h). */
+#ifndef CAIRN_RAFT_INT_H
+#define CAIRN_RAFT_INT_H
+
+#include "raft.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Assertions carry the invariants (style.md 8). They stay on in every build:
+ * a Raft core that continues past a broken invariant corrupts data. */
+#define RAFT_ASSERT(cond)                                                                   \
+	do {                                                                                \
+		if (!(cond)) {                                                              \
+			raft__assert_fail(#cond, __FILE__, __LINE__, __func__);             \
+		}                                                                           \
+	} while (0)
+
+_Noreturn void raft__assert_fail(const char *expr, const char *file, int line, const char *func);
+
+#define RAFT_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define RAFT_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- heap ---------------------------------------------------------------- */
+
+void *raft__malloc(const struct raft_heap *h, size_t size);
+void *raft__realloc(const struct raft_heap *h, void *p, size_t size);
+void raft__free(const struct raft_heap *h, void *p);
+/* Grow *arr (elements of elem bytes) to hold at least `need`; 0 or NOMEM. */
+int raft__grow(const struct raft_heap *h, void **arr, uint32_t *cap, uint32_t need, size_t elem);
+
+/* ---- arena: a bump allocator for what an update hands out ---------------- */
+
+struct raft__arena_block;
+
+struct raft__arena {
+	const struct raft_heap *heap;
+	struct raft__arena_block *head; /* current block */
+	struct raft__arena_block *spare; /* reused after reset */
+	size_t used;                     /* bytes handed out since reset */
+};
+
+void raft__arena_init(struct raft__arena *a, const struct raft_heap *h);
+void *raft__arena_alloc(struct raft__arena *a, size_t size);
+void raft__arena_reset(struct raft__arena *a);
+void raft__arena_close(struct raft__arena *a);
+
+/* ---- the log: stable storage plus the unstable tail (§3.5, §5) ----------- */
+
+/* Entries not yet persisted, and a snapshot not yet installed. Data of each
+ * entry is owned here (heap) until the entry is persisted or truncated. */
+struct raft__unstable {
+	bool has_snapshot;
+	bool snapshot_in_progress;
+	struct raft_snapshot_meta snapshot;
+	struct raft_entry *ents;
+	uint32_t n;
+	uint32_t cap;
+	uint32_t in_progress; /* ents[0, in_progress) handed out for persistence */
+	uint64_t offset;      /* index of ents[0] */
+};
+
+struct raft__log {
+	struct raft_storage st;
+	const struct raft_heap *heap;
+	struct raft__unstable u;
+	uint64_t committed;
+	uint64_t applying; /* highest index handed out for applying */
+	uint64_t applied;
+	/* data of handed-out entries that were truncated: freed at advance */
+	uint8_t **garbage;
+	uint32_t n_garbage;
+	uint32_t cap_garbage;
+};
+
+int raft__log_init(struct raft__log *l, const struct raft_storage *st,
+		   const struct raft_heap *h, uint64_t applied);
+void raft__log_close(struct raft__log *l);
+uint64_t raft__log_first_index(const struct raft__log *l);
+uint64_t raft__log_last_index(const struct raft__log *l);
+uint64_t raft__log_last_term(const struct raft__log *l);
+/* Term of entry i: 0 with RAFT_ECOMPACTED/RAFT_EUNAVAILABLE, or the term. */
+int raft__log_term(const struct raft__log *l, uint64_t i, uint64_t *term);
+uint64_t raft__log_term_or0(const struct raft__log *l, uint64_t i);
+bool raft__log_match_term(const struct raft__log *l, uint64_t i, uint64_t term);
+bool raft__log_up_to_date(const struct raft__log *l, uint64_t last_index, uint64_t last_term);
+/* §3.5 receiver rules 3-4 once the previous entry matched: skip what is
+ * present, replace from the first conflict. RAFT_ECORRUPT (nothing changed)
+ * if the conflict is at or below the commit index. */
+int raft__log_maybe_append(struct raft__log *l, const struct raft_entry *ents, uint32_t n);
+/* Append entries at the end (leader), copying data. */
+int raft__log_append(struct raft__log *l, const struct raft_entry *ents, uint32_t n);
+/* Largest index <= index whose term <= term, and that term (§5.4.1). */
+void raft__log_find_conflict_by_term(const struct raft__log *l, uint64_t index, uint64_t term,
+				     uint64_t *out_index, uint64_t *out_term);
+void raft__log_commit_to(struct raft__log *l, uint64_t index);
+/* Entries [lo, hi) copied into the arena (data too), at most max_bytes
+ * (at least one). */
+int raft__log_slice(const struct raft__log *l, struct raft__arena *a, uint64_t lo, uint64_t hi,
+		    uint64_t max_bytes, struct raft_entry **out, uint32_t *n);
+/* Install a snapshot in the unstable part: the log becomes empty after it. */
+void raft__log_restore(struct raft__log *l, const struct raft_snapshot_meta *meta);
+/* Entries [index of first, ...] were persisted: drop them from unstable. */
+void raft__log_stable_to(struct raft__log *l, uint64_t index, uint64_t term);
+void raft__log_free_garbage(struct raft__log *l);
+
+/* Upper bound of config.max_inflight_msgs: the ring lives inline so a
+ * membership change never allocates. */
+#define RAFT__MAX_INFLIGHT 512
+
+/* ---- progress: the leader's view of each member (etcd-style states) ------ */
+
+struct raft__progress {
+	uint64_t id;
+	uint32_t role;
+	uint32_t state; /* enum raft_progress_state */
+	uint64_t match;
+	uint64_t next;
+	bool probe_sent;
+	bool recent_active;
+	/* in-flight APPENDs: last index of each, a ring of max_inflight_msgs */
+	uint64_t infl[RAFT__MAX_INFLIGHT];
+	uint32_t infl_start;
+	uint32_t infl_count;
+	/* READ_INDEX confirmation: highest heartbeat sequence acknowledged */
+	uint64_t hb_acked;
+	/* snapshot being sent (state SNAPSHOT) */
+	struct raft_snapshot_meta snap;
+	uint64_t snap_offset; /* next byte to send */
+	uint64_t snap_acked;  /* bytes the follower has staged */
+	uint64_t snap_acked_at_check;
+	bool snap_sent_all;
+	uint32_t snap_stall;
+	/* vote in the current election: 0 none, 1 granted, 2 refused */
+	uint8_t vote;
+};
+
+/* ---- pending reads ------------------------------------------------------- */
+
+struct raft__read {
+	uint64_t id;
+	uint64_t from;  /* 0: local; else the follower that forwarded it */
+	uint64_t index;
+	uint64_t seq;   /* heartbeat sequence that confirms it; 0: not sent yet */
+};
+
+/* ---- what the next update will hand out ---------------------------------- */
+
+struct raft__outbox {
+	struct raft__arena arena;
+	struct raft_msg *msgs;
+	uint32_t n_msgs, cap_msgs;
+	struct raft_msg *after;
+	uint32_t n_after, cap_after;
+	struct raft_snapshot_chunk *chunks;
+	uint32_t n_chunks, cap_chunks;
+	struct raft_read_state *reads;
+	uint32_t n_reads, cap_reads;
+	bool has_snapshot;
+	struct raft_snapshot_meta snapshot;
+	/* conf-change entries among the committed ones handed out */
+	struct raft_conf_change *ccs;
+	uint64_t *cc_index;
+	uint32_t n_ccs, cap_ccs;
+	/* the last entry handed out for persistence */
+	uint64_t persist_index;
+	uint64_t persist_term;
+	uint64_t apply_to;
+	uint64_t snapshot_handed; /* index of the snapshot handed out, 0 none */
+};
+
+struct raft {
+	struct raft_config cfg;
+	struct raft_heap heap_store;
+	const struct raft_heap *heap;
+	uint64_t id;
+	uint32_t state;
+	uint64_t term;
+	uint64_t vote;
+	uint64_t leader;
+	struct raft__log log;
+	struct raft_conf conf;
+	struct raft__progress prs[RAFT_MAX_MEMBERS];
+	uint32_t n_prs;
+
+	uint32_t election_elapsed;
+	uint32_t heartbeat_elapsed;
+	uint32_t randomized_timeout;
+	uint32_t transfer_elapsed;
+	uint64_t transferee;
+	uint64_t pending_conf_index;
+	uint64_t uncommitted_bytes;
+	bool bcast_pending; /* leader: new entries to send at the next update */
+
+	/* ReadIndex (§6.4) */
+	uint64_t hb_seq;
+	struct raft__read *reads; /* leader: awaiting confirmation, in seq order */
+	uint32_t n_reads, cap_reads;
+	struct raft_read_state *waiting; /* confirmed, awaiting apply */
+	uint32_t n_waiting, cap_waiting;
+
+	/* InstallSnapshot being received */
+	bool recv_active;
+	uint64_t recv_index;
+	uint64_t recv_term;
+	uint64_t recv_offset;
+
+	/* output: one outbox being filled, one handed out (double buffer) */
+	struct raft__outbox box[2];
+	uint32_t cur;
+	bool handed_out;
+	struct raft_hard_state prev_hs;
+
+	struct raft_stats stats;
+};
+
+/* outbox.c */
+void raft__outbox_init(struct raft__outbox *o, const struct raft_heap *h);
+void raft__outbox_close(struct raft__outbox *o, const struct raft_heap *h);
+void raft__outbox_reset(struct raft__outbox *o);
+bool raft__outbox_empty(const struct raft__outbox *o);
+/* Queue a message to send. With copy, entries and data are deep-copied into
+ * the outbox arena; without, they already live there. A message that cannot
+ * be queued for lack of memory is dropped, which Raft tolerates as loss. */
+void raft__send(struct raft *r, const struct raft_msg *m, bool copy);
+/* Queue a read state for the next update. */
+int raft__read_out(struct raft *r, uint64_t id, uint64_t index, int status);
+/* Whether a message of this type may only leave after the update's
+ * persistence (§3.8). */
+bool raft__after_persist(uint32_t type);
+
+#endif /* CAIRN_RAFT_INT_H */

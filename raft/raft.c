@@ -7,12 +7,7 @@
 
 #include <string.h>
 
-enum campaign_kind { CAMPAIGN_PREVOTE, CAMPAIGN_ELECTION, CAMPAIGN_TRANSFER };
 
-static void send_append_all(struct raft *r);
-static bool send_append(struct raft *r, struct raft__progress *pr, bool send_if_empty);
-static void fail_pending_reads(struct raft *r);
-static void release_reads(struct raft *r);
 
 /* ---- configuration ------------------------------------------------------- */
 
@@ -57,157 +52,6 @@ static void config_defaults(struct raft_config *c)
 	}
 }
 
-/* ---- members and progress ------------------------------------------------ */
-
-static struct raft__progress *progress_get(struct raft *r, uint64_t id)
-{
-	for (uint32_t i = 0; i < r->n_prs; i++) {
-		if (r->prs[i].id == id) {
-			return &r->prs[i];
-		}
-	}
-	return NULL;
-}
-
-static uint32_t quorum(const struct raft *r)
-{
-	return raft_conf_voters(&r->conf) / 2 + 1;
-}
-
-static bool promotable(const struct raft *r)
-{
-	return raft_conf_role(&r->conf, r->id) == RAFT_VOTER;
-}
-
-static void infl_reset(struct raft__progress *pr)
-{
-	pr->infl_start = 0;
-	pr->infl_count = 0;
-}
-
-static bool infl_full(const struct raft *r, const struct raft__progress *pr)
-{
-	return pr->infl_count >= r->cfg.max_inflight_msgs;
-}
-
-static void infl_add(const struct raft *r, struct raft__progress *pr, uint64_t last)
-{
-	RAFT_ASSERT(!infl_full(r, pr));
-	uint32_t pos = (pr->infl_start + pr->infl_count) % r->cfg.max_inflight_msgs;
-	pr->infl[pos] = last;
-	pr->infl_count++;
-}
-
-/* Free the in-flight messages whose last index is <= index. */
-static void infl_free_le(const struct raft *r, struct raft__progress *pr, uint64_t index)
-{
-	while (pr->infl_count > 0 && pr->infl[pr->infl_start] <= index) {
-		pr->infl_start = (pr->infl_start + 1) % r->cfg.max_inflight_msgs;
-		pr->infl_count--;
-	}
-}
-
-static void progress_init(struct raft *r, struct raft__progress *pr, uint64_t id, uint32_t role)
-{
-	memset(pr, 0, sizeof(*pr));
-	pr->id = id;
-	pr->role = role;
-	pr->state = RAFT_PROGRESS_PROBE;
-	pr->next = raft__log_last_index(&r->log) + 1;
-	pr->recent_active = true;
-}
-
-static void become_probe(struct raft__progress *pr)
-{
-	if (pr->state == RAFT_PROGRESS_SNAPSHOT) {
-		pr->next = RAFT_MAX(pr->match + 1, pr->snap.index + 1);
-	} else {
-		pr->next = pr->match + 1;
-	}
-	pr->state = RAFT_PROGRESS_PROBE;
-	pr->probe_sent = false;
-	infl_reset(pr);
-}
-
-static void become_replicate(struct raft__progress *pr)
-{
-	pr->state = RAFT_PROGRESS_REPLICATE;
-	pr->next = pr->match + 1;
-	pr->probe_sent = false;
-	infl_reset(pr);
-}
-
-static bool paused(const struct raft *r, const struct raft__progress *pr)
-{
-	switch (pr->state) {
-	case RAFT_PROGRESS_PROBE:
-		return pr->probe_sent;
-	case RAFT_PROGRESS_REPLICATE:
-		return infl_full(r, pr);
-	default:
-		return true;
-	}
-}
-
-/* match moved forward: true if it did */
-static bool progress_update(struct raft__progress *pr, uint64_t n)
-{
-	bool updated = false;
-	if (pr->match < n) {
-		pr->match = n;
-		updated = true;
-		pr->probe_sent = false;
-	}
-	if (pr->next < n + 1) {
-		pr->next = n + 1;
-	}
-	return updated;
-}
-
-/* A rejection: move next back (fast back-off, §5.4.1). False if stale. */
-static bool progress_decr_to(struct raft__progress *pr, uint64_t rejected, uint64_t match_hint)
-{
-	if (pr->state == RAFT_PROGRESS_REPLICATE) {
-		if (rejected <= pr->match) {
-			return false;
-		}
-		pr->next = pr->match + 1;
-		return true;
-	}
-	if (pr->next == 0 || pr->next - 1 != rejected) {
-		return false;
-	}
-	pr->next = RAFT_MAX(RAFT_MIN(rejected, match_hint + 1), pr->match + 1);
-	pr->probe_sent = false;
-	return true;
-}
-
-/* Rebuild the progress table from r->conf, keeping what is known of members
- * that stay. Never allocates. */
-static void progress_sync(struct raft *r)
-{
-	struct raft__progress old[RAFT_MAX_MEMBERS];
-	uint32_t n_old = r->n_prs;
-	memcpy(old, r->prs, sizeof(old[0]) * n_old);
-	for (uint32_t i = 0; i < r->conf.n; i++) {
-		const struct raft_member *m = &r->conf.members[i];
-		struct raft__progress *pr = &r->prs[i];
-		uint32_t j = 0;
-		for (; j < n_old; j++) {
-			if (old[j].id == m->id) {
-				break;
-			}
-		}
-		if (j < n_old) {
-			*pr = old[j];
-			pr->role = m->role;
-		} else {
-			progress_init(r, pr, m->id, m->role);
-		}
-	}
-	r->n_prs = r->conf.n;
-}
-
 /* ---- state transitions (§3.3) -------------------------------------------- */
 
 static void reset_election_timer(struct raft *r)
@@ -235,7 +79,7 @@ static void reset(struct raft *r, uint64_t term)
 		struct raft__progress *pr = &r->prs[i];
 		uint64_t id = pr->id;
 		uint32_t role = pr->role;
-		progress_init(r, pr, id, role);
+		raft__progress_init(r, pr, id, role);
 		pr->next = last + 1;
 		if (id == r->id) {
 			/* entries below the unstable offset are durable */
@@ -247,11 +91,11 @@ static void reset(struct raft *r, uint64_t term)
 static void leave_leader(struct raft *r)
 {
 	if (r->state == RAFT_LEADER) {
-		fail_pending_reads(r);
+		raft__fail_pending_reads(r);
 	}
 }
 
-static void become_follower(struct raft *r, uint64_t term, uint64_t leader)
+void raft__become_follower(struct raft *r, uint64_t term, uint64_t leader)
 {
 	leave_leader(r);
 	reset(r, term);
@@ -259,7 +103,7 @@ static void become_follower(struct raft *r, uint64_t term, uint64_t leader)
 	r->leader = leader;
 }
 
-static void become_pre_candidate(struct raft *r)
+void raft__become_pre_candidate(struct raft *r)
 {
 	RAFT_ASSERT(r->state != RAFT_LEADER);
 	/* term and vote are left alone: a pre-vote changes nothing durable */
@@ -270,7 +114,7 @@ static void become_pre_candidate(struct raft *r)
 	}
 }
 
-static void become_candidate(struct raft *r)
+void raft__become_candidate(struct raft *r)
 {
 	RAFT_ASSERT(r->state != RAFT_LEADER);
 	reset(r, r->term + 1);
@@ -303,7 +147,7 @@ static int append_local(struct raft *r, uint32_t type, const void *data, uint32_
 	return 0;
 }
 
-static void become_leader(struct raft *r)
+void raft__become_leader(struct raft *r)
 {
 	RAFT_ASSERT(r->state == RAFT_CANDIDATE);
 	reset(r, r->term);
@@ -312,7 +156,7 @@ static void become_leader(struct raft *r)
 	r->stats.leader_changes++;
 	for (uint32_t i = 0; i < r->n_prs; i++) {
 		if (r->prs[i].id == r->id) {
-			become_replicate(&r->prs[i]);
+			raft__become_replicate(&r->prs[i]);
 			r->prs[i].next = raft__log_last_index(&r->log) + 1;
 		}
 	}
@@ -322,767 +166,10 @@ static void become_leader(struct raft *r)
 	int rv = append_local(r, RAFT_ENTRY_NOOP, NULL, 0, NULL);
 	if (rv != 0) {
 		/* without the no-op the leader could not commit: step down */
-		become_follower(r, r->term, 0);
+		raft__become_follower(r, r->term, 0);
 		return;
 	}
 	r->pending_conf_index = raft__log_last_index(&r->log);
-}
-
-/* ---- elections (§3.4, §9.6) ---------------------------------------------- */
-
-static uint32_t poll(struct raft *r, uint64_t id, bool granted, uint32_t *rejected)
-{
-	struct raft__progress *pr = progress_get(r, id);
-	if (pr != NULL && pr->vote == 0) {
-		pr->vote = granted ? 1 : 2;
-	}
-	uint32_t yes = 0;
-	*rejected = 0;
-	for (uint32_t i = 0; i < r->n_prs; i++) {
-		if (r->prs[i].role != RAFT_VOTER) {
-			continue;
-		}
-		yes += r->prs[i].vote == 1;
-		*rejected += r->prs[i].vote == 2;
-	}
-	return yes;
-}
-
-static void campaign(struct raft *r, enum campaign_kind kind)
-{
-	if (!promotable(r)) {
-		return;
-	}
-	uint32_t type;
-	uint64_t vote_term;
-	if (kind == CAMPAIGN_PREVOTE) {
-		become_pre_candidate(r);
-		type = RAFT_MSG_PREVOTE;
-		vote_term = r->term + 1;
-	} else {
-		become_candidate(r);
-		type = RAFT_MSG_VOTE;
-		vote_term = r->term;
-	}
-	r->stats.elections_started++;
-	uint32_t rejected;
-	if (poll(r, r->id, true, &rejected) >= quorum(r)) {
-		/* a single voter wins at once */
-		if (kind == CAMPAIGN_PREVOTE) {
-			campaign(r, CAMPAIGN_ELECTION);
-		} else {
-			become_leader(r);
-		}
-		return;
-	}
-	uint64_t last = raft__log_last_index(&r->log);
-	uint64_t last_term = raft__log_last_term(&r->log);
-	for (uint32_t i = 0; i < r->n_prs; i++) {
-		const struct raft__progress *pr = &r->prs[i];
-		if (pr->id == r->id || pr->role != RAFT_VOTER) {
-			continue;
-		}
-		struct raft_msg m = {
-			.type = type,
-			.to = pr->id,
-			.term = vote_term,
-			.index = last,
-			.log_term = last_term,
-			.context = kind == CAMPAIGN_TRANSFER,
-		};
-		raft__send(r, &m, false);
-	}
-}
-
-static void handle_vote_request(struct raft *r, const struct raft_msg *m)
-{
-	bool can_vote = r->vote == m->from || (r->vote == 0 && r->leader == 0) ||
-			(m->type == RAFT_MSG_PREVOTE && m->term > r->term);
-	struct raft_msg resp = {
-		.type = m->type == RAFT_MSG_VOTE ? RAFT_MSG_VOTE_RESP : RAFT_MSG_PREVOTE_RESP,
-		.to = m->from,
-	};
-	if (can_vote && raft__log_up_to_date(&r->log, m->index, m->log_term)) {
-		/* a granted pre-vote answers in the term the candidate asks for */
-		resp.term = m->term;
-		if (m->type == RAFT_MSG_VOTE) {
-			r->election_elapsed = 0;
-			r->vote = m->from;
-		}
-	} else {
-		resp.term = r->term;
-		resp.reject = true;
-	}
-	raft__send(r, &resp, false);
-}
-
-static void handle_vote_response(struct raft *r, const struct raft_msg *m)
-{
-	bool pre = m->type == RAFT_MSG_PREVOTE_RESP;
-	if ((pre && r->state != RAFT_PRE_CANDIDATE) || (!pre && r->state != RAFT_CANDIDATE)) {
-		r->stats.dropped_unexpected++;
-		return;
-	}
-	uint32_t rejected;
-	uint32_t yes = poll(r, m->from, !m->reject, &rejected);
-	if (yes >= quorum(r)) {
-		if (pre) {
-			campaign(r, CAMPAIGN_ELECTION);
-		} else {
-			become_leader(r);
-			send_append_all(r);
-		}
-	} else if (rejected >= quorum(r)) {
-		become_follower(r, r->term, 0);
-	}
-}
-
-/* ---- replication, leader side (§3.5, §10.2) ------------------------------ */
-
-static void start_snapshot(struct raft *r, struct raft__progress *pr);
-
-static void send_snapshot_chunks(struct raft *r, struct raft__progress *pr)
-{
-	struct raft__outbox *o = &r->box[r->cur];
-	uint64_t window = (uint64_t)r->cfg.snapshot_chunk_bytes * r->cfg.max_snapshot_inflight;
-	while (!pr->snap_sent_all && pr->snap_offset - pr->snap_acked < window) {
-		uint64_t left = pr->snap.size - pr->snap_offset;
-		uint32_t len = left < r->cfg.snapshot_chunk_bytes ? (uint32_t)left
-								     : r->cfg.snapshot_chunk_bytes;
-		uint8_t *buf = NULL;
-		uint32_t got = 0;
-		if (len > 0) {
-			buf = raft__arena_alloc(&o->arena, len);
-			if (buf == NULL) {
-				return;
-			}
-			int rv = r->cfg.storage.snapshot_read(r->cfg.storage.ctx, pr->snap.index,
-							      pr->snap_offset, buf, len, &got);
-			if (rv == RAFT_ESNAPOUTOFDATE) {
-				/* a newer snapshot replaced it: start over with that */
-				start_snapshot(r, pr);
-				return;
-			}
-			if (rv != 0 || got != len) {
-				become_probe(pr);
-				return;
-			}
-		}
-		struct raft_msg m = {
-			.type = RAFT_MSG_SNAPSHOT,
-			.to = pr->id,
-			.term = r->term,
-			.index = pr->snap_offset,
-			.len = len,
-			.data = buf,
-			.snap = pr->snap,
-			.last = pr->snap_offset + len == pr->snap.size,
-		};
-		raft__send(r, &m, false);
-		pr->snap_offset += len;
-		if (m.last) {
-			pr->snap_sent_all = true;
-		}
-	}
-}
-
-/* §5.3: the follower needs entries the leader no longer has. */
-static void start_snapshot(struct raft *r, struct raft__progress *pr)
-{
-	struct raft_snapshot_meta meta;
-	int rv = r->cfg.storage.snapshot(r->cfg.storage.ctx, &meta);
-	if (rv != 0 || meta.index == 0) {
-		return; /* nothing to send yet; retried on the next heartbeat */
-	}
-	pr->state = RAFT_PROGRESS_SNAPSHOT;
-	pr->snap = meta;
-	pr->snap_offset = 0;
-	pr->snap_acked = 0;
-	pr->snap_acked_at_check = 0;
-	pr->snap_stall = 0;
-	pr->snap_sent_all = false;
-	infl_reset(pr);
-	r->stats.snapshots_sent++;
-	send_snapshot_chunks(r, pr);
-}
-
-/* Send the entries pr lacks (one APPEND of at most max_msg_bytes). Returns
- * whether a message was sent. */
-static bool send_append(struct raft *r, struct raft__progress *pr, bool send_if_empty)
-{
-	if (pr->id == r->id || paused(r, pr)) {
-		return false;
-	}
-	uint64_t prev = pr->next - 1;
-	uint64_t prev_term;
-	if (raft__log_term(&r->log, prev, &prev_term) != 0) {
-		start_snapshot(r, pr);
-		return false;
-	}
-	uint64_t last = raft__log_last_index(&r->log);
-	struct raft_entry *ents = NULL;
-	uint32_t n = 0;
-	if (pr->next <= last) {
-		int rv = raft__log_slice(&r->log, &r->box[r->cur].arena, pr->next, last + 1,
-					 r->cfg.max_msg_bytes, &ents, &n);
-		if (rv == RAFT_ECOMPACTED) {
-			start_snapshot(r, pr);
-			return false;
-		}
-		if (rv != 0) {
-			return false;
-		}
-	}
-	if (n == 0 && !send_if_empty) {
-		return false;
-	}
-	struct raft_msg m = {
-		.type = RAFT_MSG_APPEND,
-		.to = pr->id,
-		.term = r->term,
-		.index = prev,
-		.log_term = prev_term,
-		.commit = r->log.committed,
-		.n_entries = n,
-		.entries = ents,
-	};
-	raft__send(r, &m, false);
-	if (pr->state == RAFT_PROGRESS_REPLICATE) {
-		if (n > 0) {
-			uint64_t sent = ents[n - 1].index;
-			pr->next = sent + 1;
-			infl_add(r, pr, sent);
-		}
-	} else {
-		pr->probe_sent = true;
-	}
-	return true;
-}
-
-static void send_append_all(struct raft *r)
-{
-	r->bcast_pending = false;
-	for (uint32_t i = 0; i < r->n_prs; i++) {
-		if (r->prs[i].id != r->id) {
-			send_append(r, &r->prs[i], true);
-		}
-	}
-}
-
-static void send_heartbeat(struct raft *r, struct raft__progress *pr)
-{
-	struct raft_msg m = {
-		.type = RAFT_MSG_HEARTBEAT,
-		.to = pr->id,
-		.term = r->term,
-		/* never ahead of what the follower is known to hold */
-		.commit = RAFT_MIN(pr->match, r->log.committed),
-		.context = r->hb_seq,
-	};
-	raft__send(r, &m, false);
-}
-
-static void send_heartbeat_all(struct raft *r)
-{
-	for (uint32_t i = 0; i < r->n_prs; i++) {
-		if (r->prs[i].id != r->id) {
-			send_heartbeat(r, &r->prs[i]);
-		}
-	}
-}
-
-static void insertion_sort_desc(uint64_t *a, uint32_t n)
-{
-	for (uint32_t i = 1; i < n; i++) {
-		uint64_t v = a[i];
-		uint32_t j = i;
-		while (j > 0 && a[j - 1] < v) {
-			a[j] = a[j - 1];
-			j--;
-		}
-		a[j] = v;
-	}
-}
-
-static void on_commit_in_term(struct raft *r);
-
-/* §3.6.2: commit the highest index a majority holds, but only by counting
- * replicas of an entry of the current term (Figure 3.7). */
-static bool maybe_commit(struct raft *r)
-{
-	uint64_t matches[RAFT_MAX_MEMBERS];
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < r->n_prs; i++) {
-		if (r->prs[i].role == RAFT_VOTER) {
-			matches[n++] = r->prs[i].match;
-		}
-	}
-	if (n == 0) {
-		return false;
-	}
-	insertion_sort_desc(matches, n);
-	uint64_t qi = matches[quorum(r) - 1];
-	if (qi <= r->log.committed) {
-		return false;
-	}
-	if (raft__log_term_or0(&r->log, qi) != r->term) {
-		return false;
-	}
-	raft__log_commit_to(&r->log, qi);
-	on_commit_in_term(r);
-	return true;
-}
-
-static void send_timeout_now(struct raft *r, uint64_t to)
-{
-	struct raft_msg m = {.type = RAFT_MSG_TIMEOUT_NOW, .to = to, .term = r->term};
-	raft__send(r, &m, false);
-}
-
-static void handle_append_response(struct raft *r, struct raft__progress *pr,
-				   const struct raft_msg *m)
-{
-	pr->recent_active = true;
-	if (m->reject) {
-		uint64_t next_probe = m->hint_index;
-		if (m->hint_term > 0) {
-			uint64_t t;
-			raft__log_find_conflict_by_term(&r->log, m->hint_index, m->hint_term,
-							&next_probe, &t);
-		}
-		if (progress_decr_to(pr, m->index, next_probe)) {
-			if (pr->state == RAFT_PROGRESS_REPLICATE) {
-				become_probe(pr);
-			}
-			send_append(r, pr, false);
-		}
-		return;
-	}
-	if (m->index > raft__log_last_index(&r->log)) {
-		r->stats.dropped_malformed++; /* acknowledges entries never sent */
-		return;
-	}
-	bool was_paused = paused(r, pr);
-	if (!progress_update(pr, m->index)) {
-		return;
-	}
-	switch (pr->state) {
-	case RAFT_PROGRESS_PROBE:
-		become_replicate(pr);
-		break;
-	case RAFT_PROGRESS_SNAPSHOT:
-		if (pr->match >= pr->snap.index) {
-			become_replicate(pr);
-		}
-		break;
-	case RAFT_PROGRESS_REPLICATE:
-		infl_free_le(r, pr, m->index);
-		break;
-	default:
-		break;
-	}
-	if (maybe_commit(r)) {
-		send_append_all(r);
-	} else if (was_paused) {
-		send_append(r, pr, false);
-	}
-	/* fill the window (pipelining, §10.2.2) */
-	for (uint32_t k = 0; k < r->cfg.max_inflight_msgs && send_append(r, pr, false); k++) {
-	}
-	if (m->from == r->transferee && pr->match == raft__log_last_index(&r->log)) {
-		send_timeout_now(r, m->from);
-	}
-}
-
-static void handle_heartbeat_response(struct raft *r, struct raft__progress *pr,
-				      const struct raft_msg *m)
-{
-	pr->recent_active = true;
-	pr->probe_sent = false;
-	if (pr->state == RAFT_PROGRESS_REPLICATE && infl_full(r, pr)) {
-		/* let one more message through so a lost one cannot stall us */
-		pr->infl_start = (pr->infl_start + 1) % r->cfg.max_inflight_msgs;
-		pr->infl_count--;
-	}
-	if (pr->match < raft__log_last_index(&r->log)) {
-		/* even with nothing new to send: an empty APPEND at next makes a
-		 * follower that lost messages reject, which starts a probe */
-		send_append(r, pr, true);
-	}
-	if (m->context > pr->hb_acked && m->context <= r->hb_seq) {
-		pr->hb_acked = m->context;
-		release_reads(r);
-	}
-}
-
-static void handle_snapshot_response(struct raft *r, struct raft__progress *pr,
-				     const struct raft_msg *m)
-{
-	pr->recent_active = true;
-	if (pr->state != RAFT_PROGRESS_SNAPSHOT || m->snap.index != pr->snap.index ||
-	    m->snap.term != pr->snap.term || m->index > pr->snap.size) {
-		r->stats.dropped_unexpected++;
-		return;
-	}
-	if (m->reject) {
-		/* the follower wants the stream from this offset (usually 0) */
-		pr->snap_acked = m->index;
-		pr->snap_offset = m->index;
-		pr->snap_sent_all = false;
-	} else if (m->index > pr->snap_acked) {
-		pr->snap_acked = m->index;
-		if (pr->snap_offset < pr->snap_acked) {
-			pr->snap_offset = pr->snap_acked;
-		}
-	}
-	send_snapshot_chunks(r, pr);
-}
-
-/* A stalled snapshot stream (chunks lost) is resent from the last chunk the
- * follower acknowledged. */
-static void check_snapshot_stall(struct raft *r, struct raft__progress *pr)
-{
-	if (pr->snap_acked != pr->snap_acked_at_check) {
-		pr->snap_acked_at_check = pr->snap_acked;
-		pr->snap_stall = 0;
-		return;
-	}
-	if (++pr->snap_stall < r->cfg.election_ticks) {
-		return;
-	}
-	pr->snap_stall = 0;
-	pr->snap_offset = pr->snap_acked;
-	pr->snap_sent_all = false;
-	send_snapshot_chunks(r, pr);
-}
-
-/* ---- replication, follower side ------------------------------------------ */
-
-static bool append_well_formed(const struct raft_msg *m)
-{
-	uint64_t prev_term = m->log_term;
-	for (uint32_t i = 0; i < m->n_entries; i++) {
-		const struct raft_entry *e = &m->entries[i];
-		if (e->index != m->index + 1 + i || e->term < prev_term || e->term > m->term ||
-		    (e->len > 0 && e->data == NULL) || e->type > RAFT_ENTRY_NOOP) {
-			return false;
-		}
-		prev_term = e->term;
-	}
-	return m->log_term <= m->term;
-}
-
-static int handle_append(struct raft *r, const struct raft_msg *m)
-{
-	struct raft_msg resp = {.type = RAFT_MSG_APPEND_RESP, .to = m->from, .term = r->term};
-	if (m->index < r->log.committed) {
-		resp.index = r->log.committed;
-		raft__send(r, &resp, false);
-		return 0;
-	}
-	if (raft__log_match_term(&r->log, m->index, m->log_term)) {
-		int rv = raft__log_maybe_append(&r->log, m->entries, m->n_entries);
-		if (rv == RAFT_ECORRUPT) {
-			r->stats.dropped_malformed++; /* would rewrite committed entries */
-			return 0;
-		}
-		if (rv != 0) {
-			return rv;
-		}
-		uint64_t last_new = m->index + m->n_entries;
-		raft__log_commit_to(&r->log, RAFT_MIN(m->commit, last_new));
-		resp.index = last_new;
-		raft__send(r, &resp, false);
-		return 0;
-	}
-	/* §5.4.1: tell the leader our last entry whose term is <= its prev
-	 * term, so it can skip a whole term of conflicting entries at once */
-	uint64_t hint = RAFT_MIN(m->index, raft__log_last_index(&r->log));
-	raft__log_find_conflict_by_term(&r->log, hint, m->log_term, &resp.hint_index,
-					&resp.hint_term);
-	resp.index = m->index;
-	resp.reject = true;
-	raft__send(r, &resp, false);
-	return 0;
-}
-
-static void handle_heartbeat(struct raft *r, const struct raft_msg *m)
-{
-	raft__log_commit_to(&r->log, RAFT_MIN(m->commit, raft__log_last_index(&r->log)));
-	struct raft_msg resp = {
-		.type = RAFT_MSG_HEARTBEAT_RESP,
-		.to = m->from,
-		.term = r->term,
-		.context = m->context,
-	};
-	raft__send(r, &resp, false);
-}
-
-static bool conf_well_formed(const struct raft_conf *c)
-{
-	if (c->n == 0 || c->n > RAFT_MAX_MEMBERS) {
-		return false;
-	}
-	for (uint32_t i = 0; i < c->n; i++) {
-		if (c->members[i].id == 0 ||
-		    (c->members[i].role != RAFT_VOTER && c->members[i].role != RAFT_LEARNER)) {
-			return false;
-		}
-		for (uint32_t j = 0; j < i; j++) {
-			if (c->members[j].id == c->members[i].id) {
-				return false;
-			}
-		}
-	}
-	return raft_conf_voters(c) > 0;
-}
-
-static int stage_chunk(struct raft *r, const struct raft_msg *m)
-{
-	struct raft__outbox *o = &r->box[r->cur];
-	int rv = raft__grow(r->heap, (void **)&o->chunks, &o->cap_chunks, o->n_chunks + 1,
-			    sizeof(*o->chunks));
-	if (rv != 0) {
-		return rv;
-	}
-	uint8_t *d = NULL;
-	if (m->len > 0) {
-		d = raft__arena_alloc(&o->arena, m->len);
-		if (d == NULL) {
-			return RAFT_ENOMEM;
-		}
-		memcpy(d, m->data, m->len);
-	}
-	struct raft_snapshot_chunk *c = &o->chunks[o->n_chunks++];
-	c->index = m->snap.index;
-	c->term = m->snap.term;
-	c->offset = m->index;
-	c->len = m->len;
-	c->data = d;
-	return 0;
-}
-
-/* §5.3 InstallSnapshot receiver, chunk by chunk. */
-static int handle_snapshot(struct raft *r, const struct raft_msg *m)
-{
-	const struct raft_snapshot_meta *s = &m->snap;
-	struct raft_msg resp = {
-		.type = RAFT_MSG_SNAPSHOT_RESP,
-		.to = m->from,
-		.term = r->term,
-		.snap = *s,
-	};
-	resp.snap.conf.n = 0;
-	if (s->index <= r->log.committed) {
-		/* already have it: tell the leader where we are */
-		r->stats.dropped_snapshot++;
-		struct raft_msg ack = {.type = RAFT_MSG_APPEND_RESP,
-				       .to = m->from,
-				       .term = r->term,
-				       .index = r->log.committed};
-		raft__send(r, &ack, false);
-		return 0;
-	}
-	if (m->index == 0 && raft__log_match_term(&r->log, s->index, s->term)) {
-		/* our log already holds the snapshot's last entry: by log
-		 * matching it holds everything before, so no install */
-		raft__log_commit_to(&r->log, s->index);
-		struct raft_msg ack = {.type = RAFT_MSG_APPEND_RESP,
-				       .to = m->from,
-				       .term = r->term,
-				       .index = s->index};
-		raft__send(r, &ack, false);
-		return 0;
-	}
-	if (m->index == 0) {
-		r->recv_active = true;
-		r->recv_index = s->index;
-		r->recv_term = s->term;
-		r->recv_offset = 0;
-	}
-	if (!r->recv_active || s->index != r->recv_index || s->term != r->recv_term ||
-	    m->index != r->recv_offset) {
-		r->stats.dropped_snapshot++;
-		bool same = r->recv_active && s->index == r->recv_index && s->term == r->recv_term;
-		if (same && m->index < r->recv_offset) {
-			/* a duplicate: re-acknowledge what we have */
-			resp.index = r->recv_offset;
-		} else {
-			resp.index = same ? r->recv_offset : 0;
-			resp.reject = true;
-		}
-		raft__send(r, &resp, false);
-		return 0;
-	}
-	int rv = stage_chunk(r, m);
-	if (rv != 0) {
-		return rv;
-	}
-	r->recv_offset += m->len;
-	if (!m->last) {
-		resp.index = r->recv_offset;
-		raft__send(r, &resp, false);
-		return 0;
-	}
-	/* the whole snapshot is staged: install it */
-	r->recv_active = false;
-	struct raft__outbox *o = &r->box[r->cur];
-	o->has_snapshot = true;
-	o->snapshot = *s;
-	raft__log_restore(&r->log, s);
-	r->log.applying = s->index;
-	r->log.applied = s->index;
-	r->conf = s->conf;
-	progress_sync(r);
-	r->stats.snapshots_installed++;
-	struct raft_msg ack = {
-		.type = RAFT_MSG_APPEND_RESP, .to = m->from, .term = r->term, .index = s->index};
-	raft__send(r, &ack, false);
-	return 0;
-}
-
-/* ---- ReadIndex (§6.4) ---------------------------------------------------- */
-
-static bool committed_in_term(const struct raft *r)
-{
-	return raft__log_term_or0(&r->log, r->log.committed) == r->term;
-}
-
-static int push_waiting(struct raft *r, uint64_t id, uint64_t index)
-{
-	int rv = raft__grow(r->heap, (void **)&r->waiting, &r->cap_waiting, r->n_waiting + 1,
-			    sizeof(*r->waiting));
-	if (rv != 0) {
-		return rv;
-	}
-	r->waiting[r->n_waiting].id = id;
-	r->waiting[r->n_waiting].index = index;
-	r->waiting[r->n_waiting].status = 0;
-	r->n_waiting++;
-	return 0;
-}
-
-static void answer_read(struct raft *r, const struct raft__read *rd, int status)
-{
-	if (rd->from == 0) {
-		if (status == 0) {
-			if (push_waiting(r, rd->id, rd->index) == 0) {
-				return;
-			}
-			status = RAFT_ENOMEM;
-		}
-		(void)raft__read_out(r, rd->id, 0, status);
-		return;
-	}
-	struct raft_msg m = {
-		.type = RAFT_MSG_READ_INDEX_RESP,
-		.to = rd->from,
-		.term = r->term,
-		.index = rd->index,
-		.context = rd->id,
-		.reject = status != 0,
-	};
-	raft__send(r, &m, false);
-}
-
-/* Release, in order, the reads a quorum has confirmed. */
-static void release_reads(struct raft *r)
-{
-	uint32_t k = 0;
-	for (; k < r->n_reads; k++) {
-		struct raft__read *rd = &r->reads[k];
-		if (rd->seq == 0) {
-			break;
-		}
-		uint32_t acks = 0;
-		for (uint32_t i = 0; i < r->n_prs; i++) {
-			const struct raft__progress *pr = &r->prs[i];
-			if (pr->role == RAFT_VOTER && (pr->id == r->id || pr->hb_acked >= rd->seq)) {
-				acks++;
-			}
-		}
-		if (acks < quorum(r)) {
-			break;
-		}
-		answer_read(r, rd, 0);
-	}
-	if (k > 0) {
-		memmove(r->reads, r->reads + k, sizeof(*r->reads) * (r->n_reads - k));
-		r->n_reads -= k;
-	}
-}
-
-/* Give the reads still waiting for the term's first commit an index, and
- * start the heartbeat round that confirms them. */
-static void confirm_reads(struct raft *r)
-{
-	bool any = false;
-	for (uint32_t i = 0; i < r->n_reads; i++) {
-		if (r->reads[i].seq == 0) {
-			if (!any) {
-				r->hb_seq++;
-				any = true;
-			}
-			r->reads[i].seq = r->hb_seq;
-			r->reads[i].index = r->log.committed;
-		}
-	}
-	if (any) {
-		send_heartbeat_all(r);
-		release_reads(r);
-	}
-}
-
-static void on_commit_in_term(struct raft *r)
-{
-	if (r->n_reads > 0 && committed_in_term(r)) {
-		confirm_reads(r);
-	}
-}
-
-static void fail_pending_reads(struct raft *r)
-{
-	for (uint32_t i = 0; i < r->n_reads; i++) {
-		answer_read(r, &r->reads[i], RAFT_ELEADERLOST);
-	}
-	r->n_reads = 0;
-}
-
-static int leader_read(struct raft *r, uint64_t id, uint64_t from)
-{
-	if (r->n_reads + r->n_waiting >= r->cfg.max_pending_reads) {
-		return RAFT_EBUSY;
-	}
-	int rv = raft__grow(r->heap, (void **)&r->reads, &r->cap_reads, r->n_reads + 1,
-			    sizeof(*r->reads));
-	if (rv != 0) {
-		return rv;
-	}
-	struct raft__read *rd = &r->reads[r->n_reads++];
-	rd->id = id;
-	rd->from = from;
-	rd->index = 0;
-	rd->seq = 0;
-	if (committed_in_term(r)) {
-		confirm_reads(r);
-	}
-	return 0;
-}
-
-int raft_read_index(struct raft *r, uint64_t id)
-{
-	if (r->state == RAFT_LEADER) {
-		return leader_read(r, id, 0);
-	}
-	if (r->leader == 0) {
-		return raft__read_out(r, id, 0, RAFT_ENOLEADER);
-	}
-	if (r->n_waiting >= r->cfg.max_pending_reads) {
-		return RAFT_EBUSY;
-	}
-	struct raft_msg m = {.type = RAFT_MSG_READ_INDEX, .to = r->leader, .context = id};
-	raft__send(r, &m, false);
-	return 0;
 }
 
 /* ---- proposals, membership, transfer ------------------------------------- */
@@ -1182,12 +269,12 @@ static int leader_transfer(struct raft *r, uint64_t to)
 	}
 	r->transferee = to;
 	r->transfer_elapsed = 0;
-	struct raft__progress *pr = progress_get(r, to);
+	struct raft__progress *pr = raft__progress_get(r, to);
 	RAFT_ASSERT(pr != NULL);
 	if (pr->match == raft__log_last_index(&r->log)) {
-		send_timeout_now(r, to);
+		raft__send_timeout_now(r, to);
 	} else {
-		send_append(r, pr, false);
+		raft__send_append(r, pr, false);
 	}
 	return 0;
 }
@@ -1213,10 +300,10 @@ int raft_campaign(struct raft *r)
 	if (r->state == RAFT_LEADER) {
 		return 0;
 	}
-	if (!promotable(r)) {
+	if (!raft__promotable(r)) {
 		return RAFT_ENOTVOTER;
 	}
-	campaign(r, r->cfg.pre_vote ? CAMPAIGN_PREVOTE : CAMPAIGN_ELECTION);
+	raft__campaign(r, r->cfg.pre_vote ? CAMPAIGN_PREVOTE : CAMPAIGN_ELECTION);
 	return 0;
 }
 
@@ -1225,12 +312,12 @@ void raft_report_unreachable(struct raft *r, uint64_t id)
 	if (r->state != RAFT_LEADER) {
 		return;
 	}
-	struct raft__progress *pr = progress_get(r, id);
+	struct raft__progress *pr = raft__progress_get(r, id);
 	if (pr == NULL || pr->id == r->id) {
 		return;
 	}
 	if (pr->state == RAFT_PROGRESS_REPLICATE) {
-		become_probe(pr);
+		raft__become_probe(pr);
 	}
 }
 
@@ -1241,21 +328,21 @@ static void apply_conf_change(struct raft *r, const struct raft_conf_change *cc)
 	if (raft_conf_apply(&r->conf, cc) != 0) {
 		return; /* refused identically on every member */
 	}
-	progress_sync(r);
+	raft__progress_sync(r);
 	if (r->state != RAFT_LEADER) {
 		return;
 	}
-	if (!promotable(r)) {
+	if (!raft__promotable(r)) {
 		/* removed or demoted: stop leading (§4.2.2) */
-		become_follower(r, r->term, 0);
+		raft__become_follower(r, r->term, 0);
 		return;
 	}
 	if (r->transferee != 0 && raft_conf_role(&r->conf, r->transferee) != RAFT_VOTER) {
 		r->transferee = 0;
 	}
-	(void)maybe_commit(r);
+	(void)raft__maybe_commit(r);
 	r->bcast_pending = true;
-	release_reads(r);
+	raft__release_reads(r);
 }
 
 /* ---- ticks --------------------------------------------------------------- */
@@ -1282,25 +369,25 @@ static void tick_leader(struct raft *r)
 					pr->recent_active = false;
 				}
 			}
-			if (active < quorum(r)) {
-				become_follower(r, r->term, 0);
+			if (active < raft__quorum(r)) {
+				raft__become_follower(r, r->term, 0);
 				return;
 			}
 		}
 	}
 	if (r->heartbeat_elapsed >= r->cfg.heartbeat_ticks) {
 		r->heartbeat_elapsed = 0;
-		send_heartbeat_all(r);
+		raft__send_heartbeat_all(r);
 		for (uint32_t i = 0; i < r->n_prs; i++) {
 			struct raft__progress *pr = &r->prs[i];
 			if (pr->id == r->id) {
 				continue;
 			}
 			if (pr->state == RAFT_PROGRESS_SNAPSHOT) {
-				check_snapshot_stall(r, pr);
+				raft__check_snapshot_stall(r, pr);
 			} else if (pr->state == RAFT_PROGRESS_PROBE && !pr->probe_sent &&
 				   pr->next <= raft__log_last_index(&r->log)) {
-				send_append(r, pr, false);
+				raft__send_append(r, pr, false);
 			}
 		}
 	}
@@ -1313,9 +400,9 @@ void raft_tick(struct raft *r)
 		return;
 	}
 	r->election_elapsed++;
-	if (promotable(r) && r->election_elapsed >= r->randomized_timeout) {
+	if (raft__promotable(r) && r->election_elapsed >= r->randomized_timeout) {
 		r->election_elapsed = 0;
-		campaign(r, r->cfg.pre_vote ? CAMPAIGN_PREVOTE : CAMPAIGN_ELECTION);
+		raft__campaign(r, r->cfg.pre_vote ? CAMPAIGN_PREVOTE : CAMPAIGN_ELECTION);
 	}
 }
 
@@ -1327,7 +414,7 @@ static bool termless(uint32_t type)
 	       type == RAFT_MSG_READ_INDEX_RESP || type == RAFT_MSG_TRANSFER;
 }
 
-static bool from_leader(uint32_t type)
+bool raft__from_leader(uint32_t type)
 {
 	return type == RAFT_MSG_APPEND || type == RAFT_MSG_HEARTBEAT ||
 	       type == RAFT_MSG_SNAPSHOT || type == RAFT_MSG_TIMEOUT_NOW;
@@ -1350,7 +437,7 @@ static bool well_formed(const struct raft *r, const struct raft_msg *m)
 			}
 		}
 	}
-	if (m->type == RAFT_MSG_APPEND && !append_well_formed(m)) {
+	if (m->type == RAFT_MSG_APPEND && !raft__append_well_formed(m)) {
 		return false;
 	}
 	if (m->type == RAFT_MSG_SNAPSHOT) {
@@ -1358,7 +445,7 @@ static bool well_formed(const struct raft *r, const struct raft_msg *m)
 		    m->snap.term > m->term || m->index > m->snap.size ||
 		    m->len > m->snap.size - m->index ||
 		    m->last != (m->index + m->len == m->snap.size) ||
-		    !conf_well_formed(&m->snap.conf)) {
+		    !raft__conf_well_formed(&m->snap.conf)) {
 			return false;
 		}
 	}
@@ -1377,12 +464,12 @@ static bool sender_known(const struct raft *r, const struct raft_msg *m)
 	if (raft_conf_role(&r->conf, m->from) != 0 || r->conf.n == 0) {
 		return true;
 	}
-	return from_leader(m->type) || m->type == RAFT_MSG_READ_INDEX_RESP;
+	return raft__from_leader(m->type) || m->type == RAFT_MSG_READ_INDEX_RESP;
 }
 
 static int step_leader(struct raft *r, const struct raft_msg *m)
 {
-	struct raft__progress *pr = progress_get(r, m->from);
+	struct raft__progress *pr = raft__progress_get(r, m->from);
 	switch (m->type) {
 	case RAFT_MSG_PROPOSE: {
 		for (uint32_t i = 0; i < m->n_entries; i++) {
@@ -1395,9 +482,9 @@ static int step_leader(struct raft *r, const struct raft_msg *m)
 		return 0;
 	}
 	case RAFT_MSG_READ_INDEX:
-		if (leader_read(r, m->context, m->from) != 0) {
+		if (raft__leader_read(r, m->context, m->from) != 0) {
 			struct raft__read rd = {.id = m->context, .from = m->from};
-			answer_read(r, &rd, RAFT_EBUSY);
+			raft__answer_read(r, &rd, RAFT_EBUSY);
 		}
 		return 0;
 	case RAFT_MSG_TRANSFER:
@@ -1412,13 +499,13 @@ static int step_leader(struct raft *r, const struct raft_msg *m)
 	}
 	switch (m->type) {
 	case RAFT_MSG_APPEND_RESP:
-		handle_append_response(r, pr, m);
+		raft__handle_append_response(r, pr, m);
 		break;
 	case RAFT_MSG_HEARTBEAT_RESP:
-		handle_heartbeat_response(r, pr, m);
+		raft__handle_heartbeat_response(r, pr, m);
 		break;
 	case RAFT_MSG_SNAPSHOT_RESP:
-		handle_snapshot_response(r, pr, m);
+		raft__handle_snapshot_response(r, pr, m);
 		break;
 	default:
 		r->stats.dropped_unexpected++;
@@ -1433,19 +520,19 @@ static int step_follower(struct raft *r, const struct raft_msg *m)
 	case RAFT_MSG_APPEND:
 		r->election_elapsed = 0;
 		r->leader = m->from;
-		return handle_append(r, m);
+		return raft__handle_append(r, m);
 	case RAFT_MSG_HEARTBEAT:
 		r->election_elapsed = 0;
 		r->leader = m->from;
-		handle_heartbeat(r, m);
+		raft__handle_heartbeat(r, m);
 		return 0;
 	case RAFT_MSG_SNAPSHOT:
 		r->election_elapsed = 0;
 		r->leader = m->from;
-		return handle_snapshot(r, m);
+		return raft__handle_snapshot(r, m);
 	case RAFT_MSG_TIMEOUT_NOW:
 		/* §3.10: start an election at once, even inside the lease */
-		campaign(r, CAMPAIGN_TRANSFER);
+		raft__campaign(r, CAMPAIGN_TRANSFER);
 		return 0;
 	case RAFT_MSG_PROPOSE:
 	case RAFT_MSG_READ_INDEX:
@@ -1455,7 +542,7 @@ static int step_follower(struct raft *r, const struct raft_msg *m)
 			r->stats.proposals_dropped += m->n_entries;
 		} else if (m->type == RAFT_MSG_READ_INDEX) {
 			struct raft__read rd = {.id = m->context, .from = m->from};
-			answer_read(r, &rd, RAFT_ENOLEADER);
+			raft__answer_read(r, &rd, RAFT_ENOLEADER);
 		}
 		return 0;
 	default:
@@ -1482,7 +569,7 @@ int raft_step(struct raft *r, const struct raft_msg *m)
 		/* the index was confirmed by a leader of some term: valid */
 		if (m->reject) {
 			(void)raft__read_out(r, m->context, 0, RAFT_ELEADERLOST);
-		} else if (push_waiting(r, m->context, m->index) != 0) {
+		} else if (raft__push_waiting(r, m->context, m->index) != 0) {
 			(void)raft__read_out(r, m->context, 0, RAFT_ENOMEM);
 		}
 		return 0;
@@ -1503,10 +590,10 @@ int raft_step(struct raft *r, const struct raft_msg *m)
 			if (m->type == RAFT_MSG_PREVOTE ||
 			    (m->type == RAFT_MSG_PREVOTE_RESP && !m->reject)) {
 				/* a pre-vote never changes our term */
-			} else if (from_leader(m->type)) {
-				become_follower(r, m->term, m->from);
+			} else if (raft__from_leader(m->type)) {
+				raft__become_follower(r, m->term, m->from);
 			} else {
-				become_follower(r, m->term, 0);
+				raft__become_follower(r, m->term, 0);
 			}
 		} else if (m->term < r->term) {
 			r->stats.dropped_stale_term++;
@@ -1534,18 +621,18 @@ int raft_step(struct raft *r, const struct raft_msg *m)
 			r->stats.dropped_unknown_member++;
 			return 0;
 		}
-		handle_vote_request(r, m);
+		raft__handle_vote_request(r, m);
 		return 0;
 	case RAFT_MSG_VOTE_RESP:
 	case RAFT_MSG_PREVOTE_RESP:
-		handle_vote_response(r, m);
+		raft__handle_vote_response(r, m);
 		return 0;
 	default:
 		break;
 	}
 	switch (r->state) {
 	case RAFT_LEADER:
-		if (from_leader(m->type)) {
+		if (raft__from_leader(m->type)) {
 			/* two leaders in one term is impossible: a liar */
 			r->stats.dropped_unexpected++;
 			return 0;
@@ -1553,16 +640,16 @@ int raft_step(struct raft *r, const struct raft_msg *m)
 		return step_leader(r, m);
 	case RAFT_CANDIDATE:
 	case RAFT_PRE_CANDIDATE:
-		if (from_leader(m->type) && m->type != RAFT_MSG_TIMEOUT_NOW) {
+		if (raft__from_leader(m->type) && m->type != RAFT_MSG_TIMEOUT_NOW) {
 			/* a leader of our term exists (§3.4) */
-			become_follower(r, r->term, m->from);
+			raft__become_follower(r, r->term, m->from);
 		}
 		if (r->state != RAFT_FOLLOWER) {
 			if (m->type == RAFT_MSG_PROPOSE) {
 				r->stats.proposals_dropped += m->n_entries;
 			} else if (m->type == RAFT_MSG_READ_INDEX) {
 				struct raft__read rd = {.id = m->context, .from = m->from};
-				answer_read(r, &rd, RAFT_ENOLEADER);
+				raft__answer_read(r, &rd, RAFT_ENOLEADER);
 			} else {
 				r->stats.dropped_unexpected++;
 			}
@@ -1588,11 +675,6 @@ static bool hs_equal(const struct raft_hard_state *a, const struct raft_hard_sta
 	return a->term == b->term && a->vote == b->vote && a->commit == b->commit;
 }
 
-static uint64_t apply_limit(const struct raft *r)
-{
-	return r->log.committed;
-}
-
 bool raft_has_update(const struct raft *r)
 {
 	if (r->handed_out) {
@@ -1602,7 +684,7 @@ bool raft_has_update(const struct raft *r)
 	if (!raft__outbox_empty(&r->box[r->cur]) || !hs_equal(&hs, &r->prev_hs)) {
 		return true;
 	}
-	if (r->log.u.n > r->log.u.in_progress || apply_limit(r) > r->log.applying) {
+	if (r->log.u.n > r->log.u.in_progress || r->log.committed > r->log.applying) {
 		return true;
 	}
 	if (r->state == RAFT_LEADER && r->bcast_pending) {
@@ -1622,12 +704,56 @@ int raft_ready(struct raft *r, struct raft_update *u)
 		return RAFT_EINVAL;
 	}
 	if (r->state == RAFT_LEADER && r->bcast_pending) {
-		send_append_all(r); /* batching: one APPEND per follower per update */
+		raft__send_append_all(r); /* batching: one APPEND per follower per update */
 	}
 	struct raft__outbox *o = &r->box[r->cur];
 	struct raft__log *l = &r->log;
+	int rv;
 	memset(u, 0, sizeof(*u));
 
+	/* First everything that can fail, so a failure changes nothing. */
+	uint32_t n = l->u.n - l->u.in_progress;
+	struct raft_entry *ents = NULL;
+	if (n > 0) {
+		ents = raft__arena_alloc(&o->arena, sizeof(*ents) * n);
+		if (ents == NULL) {
+			return RAFT_ENOMEM;
+		}
+		memcpy(ents, l->u.ents + l->u.in_progress, sizeof(*ents) * n);
+	}
+	/* committed entries to apply, at most max_committed_bytes */
+	struct raft_entry *cents = NULL;
+	uint32_t cn = 0;
+	uint32_t n_cc = 0;
+	uint64_t bytes = 0;
+	if (l->committed > l->applying) {
+		rv = raft__log_slice(l, &o->arena, l->applying + 1, l->committed + 1,
+				     r->cfg.max_committed_bytes, &cents, &cn);
+		if (rv != 0) {
+			return rv;
+		}
+		for (uint32_t i = 0; i < cn; i++) {
+			bytes += cents[i].len;
+			n_cc += cents[i].type == RAFT_ENTRY_CONF_CHANGE;
+		}
+		rv = raft__grow(r->heap, (void **)&o->ccs, &o->cap_ccs, o->n_ccs + n_cc,
+				sizeof(*o->ccs));
+		if (rv != 0) {
+			return rv;
+		}
+	}
+	uint64_t applying = l->applying + cn;
+	uint32_t n_ready_reads = 0;
+	for (uint32_t i = 0; i < r->n_waiting; i++) {
+		n_ready_reads += r->waiting[i].index <= applying;
+	}
+	rv = raft__grow(r->heap, (void **)&o->reads, &o->cap_reads, o->n_reads + n_ready_reads,
+			sizeof(*o->reads));
+	if (rv != 0) {
+		return rv;
+	}
+
+	/* Then hand it out. */
 	struct raft_hard_state hs = hard_state(r);
 	if (!hs_equal(&hs, &r->prev_hs)) {
 		u->has_hard_state = true;
@@ -1640,69 +766,34 @@ int raft_ready(struct raft *r, struct raft_update *u)
 		u->snapshot = &o->snapshot;
 		o->snapshot_handed = o->snapshot.index;
 	}
-
-	/* entries to persist: the unstable tail not yet handed out */
-	uint32_t n = l->u.n - l->u.in_progress;
 	if (n > 0) {
-		struct raft_entry *ents = raft__arena_alloc(&o->arena, sizeof(*ents) * n);
-		if (ents == NULL) {
-			return RAFT_ENOMEM;
-		}
-		memcpy(ents, l->u.ents + l->u.in_progress, sizeof(*ents) * n);
 		u->entries = ents;
 		u->n_entries = n;
 		o->persist_index = ents[n - 1].index;
 		o->persist_term = ents[n - 1].term;
 		l->u.in_progress = l->u.n;
 	}
-
-	/* committed entries to apply, at most max_committed_bytes */
-	uint64_t hi = apply_limit(r);
-	o->apply_to = l->applying;
-	if (hi > l->applying) {
-		struct raft_entry *ents;
-		uint32_t cn;
-		int rv = raft__log_slice(l, &o->arena, l->applying + 1, hi + 1,
-					 r->cfg.max_committed_bytes, &ents, &cn);
-		if (rv != 0) {
-			return rv;
-		}
-		uint64_t bytes = 0;
-		for (uint32_t i = 0; i < cn; i++) {
-			bytes += ents[i].len;
-			if (ents[i].type != RAFT_ENTRY_CONF_CHANGE) {
-				continue;
-			}
-			struct raft_conf_change cc;
-			if (raft_conf_change_decode(ents[i].data, ents[i].len, &cc) != 0) {
-				continue;
-			}
-			rv = raft__grow(r->heap, (void **)&o->ccs, &o->cap_ccs, o->n_ccs + 1,
-					sizeof(*o->ccs));
-			if (rv != 0) {
-				return rv;
-			}
+	for (uint32_t i = 0; i < cn; i++) {
+		struct raft_conf_change cc;
+		if (cents[i].type == RAFT_ENTRY_CONF_CHANGE &&
+		    raft_conf_change_decode(cents[i].data, cents[i].len, &cc) == 0) {
 			o->ccs[o->n_ccs++] = cc;
 		}
-		u->committed = ents;
-		u->n_committed = cn;
-		l->applying += cn;
-		o->apply_to = l->applying;
-		if (r->state == RAFT_LEADER) {
-			r->uncommitted_bytes =
-				r->uncommitted_bytes > bytes ? r->uncommitted_bytes - bytes : 0;
-		}
 	}
-
+	u->committed = cents;
+	u->n_committed = cn;
+	l->applying = applying;
+	o->apply_to = applying;
+	if (r->state == RAFT_LEADER) {
+		r->uncommitted_bytes = r->uncommitted_bytes > bytes ? r->uncommitted_bytes - bytes : 0;
+	}
 	/* confirmed reads whose index the entries above cover */
 	uint32_t k = 0;
 	for (uint32_t i = 0; i < r->n_waiting; i++) {
 		struct raft_read_state *w = &r->waiting[i];
-		if (w->index <= l->applying) {
-			int rv = raft__read_out(r, w->id, w->index, 0);
-			if (rv != 0) {
-				return rv;
-			}
+		if (w->index <= applying) {
+			rv = raft__read_out(r, w->id, w->index, 0);
+			RAFT_ASSERT(rv == 0); /* capacity reserved above */
 		} else {
 			r->waiting[k++] = *w;
 		}
@@ -1738,9 +829,9 @@ void raft_advance(struct raft *r)
 		if (r->state == RAFT_LEADER &&
 		    raft__log_match_term(l, o->persist_index, o->persist_term)) {
 			/* §10.2.1: the leader counts itself once its write is done */
-			struct raft__progress *self = progress_get(r, r->id);
-			if (self != NULL && progress_update(self, o->persist_index)) {
-				if (maybe_commit(r)) {
+			struct raft__progress *self = raft__progress_get(r, r->id);
+			if (self != NULL && raft__progress_update(self, o->persist_index)) {
+				if (raft__maybe_commit(r)) {
 					r->bcast_pending = true;
 				}
 			}
@@ -1787,7 +878,7 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 	struct raft_hard_state hs;
 	rv = st->initial_state(st->ctx, &hs, &r->conf);
 	if (rv == 0 && (r->conf.n > RAFT_MAX_MEMBERS ||
-			(r->conf.n > 0 && !conf_well_formed(&r->conf)))) {
+			(r->conf.n > 0 && !raft__conf_well_formed(&r->conf)))) {
 		rv = RAFT_ECORRUPT;
 	}
 	uint64_t last = raft__log_last_index(&r->log);
@@ -1809,8 +900,8 @@ int raft_new(const struct raft_config *cfg, struct raft **out)
 	raft__outbox_init(&r->box[1], r->heap);
 	r->term = hs.term;
 	r->vote = hs.vote;
-	progress_sync(r);
-	become_follower(r, r->term, 0);
+	raft__progress_sync(r);
+	raft__become_follower(r, r->term, 0);
 	r->prev_hs = hs;
 	*out = r;
 	return 0;

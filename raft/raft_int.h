@@ -215,6 +215,61 @@ struct raft {
 	struct raft_stats stats;
 };
 
+enum raft__campaign_kind { CAMPAIGN_PREVOTE, CAMPAIGN_ELECTION, CAMPAIGN_TRANSFER };
+
+/* progress.c */
+struct raft__progress *raft__progress_get(struct raft *r, uint64_t id);
+uint32_t raft__quorum(const struct raft *r);
+bool raft__promotable(const struct raft *r);
+void raft__infl_reset(struct raft__progress *pr);
+bool raft__infl_full(const struct raft *r, const struct raft__progress *pr);
+void raft__infl_add(const struct raft *r, struct raft__progress *pr, uint64_t last);
+void raft__infl_free_le(const struct raft *r, struct raft__progress *pr, uint64_t index);
+void raft__progress_init(struct raft *r, struct raft__progress *pr, uint64_t id, uint32_t role);
+void raft__become_probe(struct raft__progress *pr);
+void raft__become_replicate(struct raft__progress *pr);
+bool raft__paused(const struct raft *r, const struct raft__progress *pr);
+bool raft__progress_update(struct raft__progress *pr, uint64_t n);
+bool raft__progress_decr_to(struct raft__progress *pr, uint64_t rejected, uint64_t match_hint);
+void raft__progress_sync(struct raft *r);
+
+/* raft.c */
+void raft__become_follower(struct raft *r, uint64_t term, uint64_t leader);
+void raft__become_pre_candidate(struct raft *r);
+void raft__become_candidate(struct raft *r);
+void raft__become_leader(struct raft *r);
+bool raft__from_leader(uint32_t type);
+
+/* election.c */
+void raft__campaign(struct raft *r, enum raft__campaign_kind kind);
+void raft__handle_vote_request(struct raft *r, const struct raft_msg *m);
+void raft__handle_vote_response(struct raft *r, const struct raft_msg *m);
+
+/* replication.c */
+bool raft__append_well_formed(const struct raft_msg *m);
+void raft__start_snapshot(struct raft *r, struct raft__progress *pr);
+bool raft__send_append(struct raft *r, struct raft__progress *pr, bool send_if_empty);
+void raft__send_append_all(struct raft *r);
+void raft__send_heartbeat_all(struct raft *r);
+bool raft__maybe_commit(struct raft *r);
+void raft__send_timeout_now(struct raft *r, uint64_t to);
+void raft__handle_append_response(struct raft *r, struct raft__progress *pr, const struct raft_msg *m);
+void raft__handle_heartbeat_response(struct raft *r, struct raft__progress *pr, const struct raft_msg *m);
+void raft__handle_snapshot_response(struct raft *r, struct raft__progress *pr, const struct raft_msg *m);
+void raft__check_snapshot_stall(struct raft *r, struct raft__progress *pr);
+int raft__handle_append(struct raft *r, const struct raft_msg *m);
+void raft__handle_heartbeat(struct raft *r, const struct raft_msg *m);
+bool raft__conf_well_formed(const struct raft_conf *c);
+int raft__handle_snapshot(struct raft *r, const struct raft_msg *m);
+
+/* read_index.c */
+int raft__push_waiting(struct raft *r, uint64_t id, uint64_t index);
+void raft__answer_read(struct raft *r, const struct raft__read *rd, int status);
+void raft__release_reads(struct raft *r);
+void raft__on_commit_in_term(struct raft *r);
+void raft__fail_pending_reads(struct raft *r);
+int raft__leader_read(struct raft *r, uint64_t id, uint64_t from);
+
 /* outbox.c */
 void raft__outbox_init(struct raft__outbox *o, const struct raft_heap *h);
 void raft__outbox_close(struct raft__outbox *o, const struct raft_heap *h);

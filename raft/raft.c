@@ -73,6 +73,7 @@ static void reset(struct raft *r, uint64_t term)
 	r->transferee = 0;
 	r->transfer_elapsed = 0;
 	r->bcast_pending = false;
+	r->read_hb_pending = false;
 	r->uncommitted_bytes = 0;
 	uint64_t last = raft__log_last_index(&r->log);
 	for (uint32_t i = 0; i < r->n_prs; i++) {
@@ -377,6 +378,7 @@ static void tick_leader(struct raft *r)
 	}
 	if (r->heartbeat_elapsed >= r->cfg.heartbeat_ticks) {
 		r->heartbeat_elapsed = 0;
+		r->read_hb_pending = false; /* this round carries hb_seq too */
 		raft__send_heartbeat_all(r);
 		for (uint32_t i = 0; i < r->n_prs; i++) {
 			struct raft__progress *pr = &r->prs[i];
@@ -687,7 +689,7 @@ bool raft_has_update(const struct raft *r)
 	if (r->log.u.n > r->log.u.in_progress || r->log.committed > r->log.applying) {
 		return true;
 	}
-	if (r->state == RAFT_LEADER && r->bcast_pending) {
+	if (r->state == RAFT_LEADER && (r->bcast_pending || r->read_hb_pending)) {
 		return true;
 	}
 	for (uint32_t i = 0; i < r->n_waiting; i++) {
@@ -705,6 +707,10 @@ int raft_ready(struct raft *r, struct raft_update *u)
 	}
 	if (r->state == RAFT_LEADER && r->bcast_pending) {
 		raft__send_append_all(r); /* batching: one APPEND per follower per update */
+	}
+	if (r->state == RAFT_LEADER && r->read_hb_pending) {
+		r->read_hb_pending = false;
+		raft__send_heartbeat_all(r);
 	}
 	struct raft__outbox *o = &r->box[r->cur];
 	struct raft__log *l = &r->log;

@@ -192,6 +192,7 @@ struct raft {
 	uint64_t pending_conf_index;
 	uint64_t uncommitted_bytes;
 	bool bcast_pending; /* leader: new entries to send at the next update */
+	bool read_hb_pending; /* leader: a heartbeat round to confirm reads */
 
 	/* ReadIndex (§6.4) */
 	uint64_t hb_seq;

@@ -92,7 +92,9 @@ static void confirm_reads(struct raft *r)
 		}
 	}
 	if (any) {
-		raft__send_heartbeat_all(r);
+		/* one heartbeat round per update confirms every read queued
+		 * since the last one (sent by raft_ready) */
+		r->read_hb_pending = true;
 		raft__release_reads(r);
 	}
 }

@@ -74,9 +74,11 @@ int raft__grow(const struct raft_heap *h, void **arr, uint32_t *cap, uint32_t ne
 	return 0;
 }
 
-/* Arena: blocks of at least 64 KiB; reset keeps one block for reuse so a
- * steady load allocates nothing per update. */
+/* Arena: blocks of at least 64 KiB. A reset keeps the blocks (up to
+ * ARENA_KEEP bytes) for the next update, so a steady load allocates nothing
+ * per update; a burst's extra blocks are given back. */
 #define ARENA_BLOCK (64u * 1024u)
+#define ARENA_KEEP (8u * 1024u * 1024u)
 
 struct raft__arena_block {
 	struct raft__arena_block *next;
@@ -91,6 +93,20 @@ void raft__arena_init(struct raft__arena *a, const struct raft_heap *h)
 	a->heap = h;
 }
 
+static struct raft__arena_block *take_spare(struct raft__arena *a, size_t size)
+{
+	struct raft__arena_block **pp = &a->spare;
+	while (*pp != NULL) {
+		struct raft__arena_block *b = *pp;
+		if (b->size >= size) {
+			*pp = b->next;
+			return b;
+		}
+		pp = &b->next;
+	}
+	return NULL;
+}
+
 void *raft__arena_alloc(struct raft__arena *a, size_t size)
 {
 	size = (size + 15u) & ~(size_t)15u;
@@ -99,10 +115,8 @@ void *raft__arena_alloc(struct raft__arena *a, size_t size)
 	}
 	struct raft__arena_block *b = a->head;
 	if (b == NULL || b->size - b->used < size) {
-		if (a->spare != NULL && a->spare->size >= size) {
-			b = a->spare;
-			a->spare = NULL;
-		} else {
+		b = take_spare(a, size);
+		if (b == NULL) {
 			size_t bsize = size > ARENA_BLOCK ? size : ARENA_BLOCK;
 			b = raft__malloc(a->heap, sizeof(*b) + bsize);
 			if (b == NULL) {
@@ -122,29 +136,32 @@ void *raft__arena_alloc(struct raft__arena *a, size_t size)
 
 void raft__arena_reset(struct raft__arena *a)
 {
-	/* keep the largest block as the spare, free the rest */
-	struct raft__arena_block *keep = a->spare;
+	size_t kept = 0;
+	for (struct raft__arena_block *s = a->spare; s != NULL; s = s->next) {
+		kept += s->size;
+	}
 	struct raft__arena_block *b = a->head;
 	while (b != NULL) {
 		struct raft__arena_block *next = b->next;
-		if (keep == NULL || b->size > keep->size) {
-			if (keep != NULL) {
-				raft__free(a->heap, keep);
-			}
-			keep = b;
+		if (kept + b->size <= ARENA_KEEP) {
+			kept += b->size;
+			b->next = a->spare;
+			a->spare = b;
 		} else {
 			raft__free(a->heap, b);
 		}
 		b = next;
 	}
 	a->head = NULL;
-	a->spare = keep;
 	a->used = 0;
 }
 
 void raft__arena_close(struct raft__arena *a)
 {
 	raft__arena_reset(a);
-	raft__free(a->heap, a->spare);
-	a->spare = NULL;
+	while (a->spare != NULL) {
+		struct raft__arena_block *next = a->spare->next;
+		raft__free(a->heap, a->spare);
+		a->spare = next;
+	}
 }

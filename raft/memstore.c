@@ -165,12 +165,49 @@ struct raft_storage raft_memstore_storage(struct raft_memstore *ms)
 	return st;
 }
 
+static int append(struct raft_memstore *ms, const struct raft_entry *ents, uint32_t n);
+
 int raft_memstore_bootstrap(struct raft_memstore *ms, const struct raft_conf *conf)
 {
-	if (ms->n > 0 || ms->snap.index > 0 || conf->n == 0 || conf->n > RAFT_MAX_MEMBERS ||
-	    raft_conf_voters(conf) == 0) {
+	if (ms->n > 0 || ms->snap.index > 0 || ms->hs.term > 0 || conf->n == 0 ||
+	    conf->n > RAFT_MAX_MEMBERS || raft_conf_voters(conf) == 0) {
 		return RAFT_EINVAL;
 	}
+	uint8_t bufs[RAFT_MAX_MEMBERS][RAFT_CONF_CHANGE_HEADER];
+	struct raft_entry ents[RAFT_MAX_MEMBERS];
+	uint32_t n = 0;
+	for (uint32_t pass = 0; pass < 2; pass++) {
+		uint32_t role = pass == 0 ? RAFT_VOTER : RAFT_LEARNER;
+		for (uint32_t i = 0; i < conf->n; i++) {
+			if (conf->members[i].role != role) {
+				continue;
+			}
+			struct raft_conf_change cc = {
+				.type = role == RAFT_VOTER ? RAFT_CC_ADD_VOTER : RAFT_CC_ADD_LEARNER,
+				.id = conf->members[i].id,
+			};
+			int rv = raft_conf_change_encode(&cc, bufs[n], sizeof(bufs[n]));
+			if (rv < 0) {
+				return rv;
+			}
+			ents[n] = (struct raft_entry){.term = 1,
+						      .index = n + 1,
+						      .type = RAFT_ENTRY_CONF_CHANGE,
+						      .len = (uint32_t)rv,
+						      .data = bufs[n]};
+			n++;
+		}
+	}
+	if (n != conf->n) {
+		return RAFT_EINVAL; /* a member with an unknown role */
+	}
+	int rv = append(ms, ents, n);
+	if (rv != 0) {
+		drop_entries(ms, 0);
+		return rv;
+	}
+	ms->hs.term = 1;
+	ms->hs.commit = n;
 	ms->snap.conf = *conf;
 	return 0;
 }

@@ -443,7 +443,10 @@ RAFT_API int raft_memstore_new(const struct raft_heap *heap, struct raft_memstor
 RAFT_API void raft_memstore_free(struct raft_memstore *ms);
 /* The storage vtable reading this memstore. */
 RAFT_API struct raft_storage raft_memstore_storage(struct raft_memstore *ms);
-/* Set the initial configuration of a new cluster (before any entry). */
+/* Start a new cluster's log: one conf-change entry per member (voters
+ * first, then learners, in conf order) at indexes 1..n, term 1, committed,
+ * so the log alone rebuilds the configuration on a member that joins later.
+ * Every founding member must be bootstrapped with the same conf. */
 RAFT_API int raft_memstore_bootstrap(struct raft_memstore *ms, const struct raft_conf *conf);
 /* Step 2 of the loop contract, whole: stage chunks, install a snapshot,
  * append entries, set the hard state. */

@@ -251,7 +251,9 @@ void raft__handle_append_response(struct raft *r, struct raft__progress *pr,
 	if (raft__maybe_commit(r)) {
 		raft__send_append_all(r);
 	} else if (was_paused) {
-		raft__send_append(r, pr, false);
+		/* a paused follower missed the commit broadcast: send it the
+		 * commit index now, even with no entry to carry */
+		raft__send_append(r, pr, true);
 	}
 	/* fill the window (pipelining, §10.2.2) */
 	for (uint32_t k = 0; k < r->cfg.max_inflight_msgs && raft__send_append(r, pr, false); k++) {
@@ -450,15 +452,27 @@ int raft__handle_snapshot(struct raft *r, const struct raft_msg *m)
 		raft__send(r, &ack, false);
 		return 0;
 	}
-	if (m->index == 0 && raft__log_match_term(&r->log, s->index, s->term)) {
+	if (raft__log_match_term(&r->log, s->index, s->term)) {
 		/* our log already holds the snapshot's last entry: by log
-		 * matching it holds everything before, so no install */
+		 * matching it holds everything before, so no install. Checked
+		 * at every chunk, not only the first: appends may have caught
+		 * the log up meanwhile, and installing would throw away entries
+		 * after the snapshot that we may have acknowledged already. */
+		r->recv_active = false;
 		raft__log_commit_to(&r->log, s->index);
 		struct raft_msg ack = {.type = RAFT_MSG_APPEND_RESP,
 				       .to = m->from,
 				       .term = r->term,
 				       .index = s->index};
 		raft__send(r, &ack, false);
+		return 0;
+	}
+	if (r->box[r->cur].has_snapshot) {
+		/* the next update already installs a snapshot, and the caller
+		 * stages an update's chunks before its install: chunks of
+		 * another snapshot would replace the staged one first. Drop;
+		 * the leader resends once the stream stalls. */
+		r->stats.dropped_snapshot++;
 		return 0;
 	}
 	if (m->index == 0) {

@@ -296,6 +296,11 @@ void raft__log_find_conflict_by_term(const struct raft__log *l, uint64_t index, 
 	}
 }
 
+/* Entries one slice may return (its descriptor array is at most 512 KiB).
+ * Only entries under 64 bytes can hit it with the default max_msg_bytes. */
+#define RAFT__SLICE_MAX_ENTRIES 16384u
+_Static_assert(RAFT__SLICE_MAX_ENTRIES <= UINT32_MAX / 2, "slice count fits in uint32_t");
+
 int raft__log_slice(const struct raft__log *l, struct raft__arena *a, uint64_t lo, uint64_t hi,
 		    uint64_t max_bytes, struct raft_entry **out, uint32_t *n)
 {
@@ -308,9 +313,14 @@ int raft__log_slice(const struct raft__log *l, struct raft__arena *a, uint64_t l
 		return RAFT_ECOMPACTED;
 	}
 	RAFT_ASSERT(hi <= raft__log_last_index(l) + 1);
+	/* The descriptor array is allocated before max_bytes is applied, so
+	 * the range is capped first: a leader far ahead of a follower slices
+	 * once per APPEND of its window, and an array sized for the whole
+	 * backlog each time (32 bytes an entry) reached gigabytes. Returning
+	 * fewer entries is always valid for both callers. */
 	uint64_t cnt = hi - lo;
-	if (cnt > UINT32_MAX / 2) {
-		cnt = UINT32_MAX / 2;
+	if (cnt > RAFT__SLICE_MAX_ENTRIES) {
+		cnt = RAFT__SLICE_MAX_ENTRIES;
 		hi = lo + cnt;
 	}
 	struct raft_entry *ents = raft__arena_alloc(a, sizeof(*ents) * cnt);

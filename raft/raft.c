@@ -806,6 +806,22 @@ int raft_ready(struct raft *r, struct raft_update *u)
 	}
 	r->n_waiting = k;
 
+	/* An acknowledgement queued in an older term may cover unstable
+	 * entries that a newer term's leader has since replaced: sent after
+	 * this write, it would claim entries the storage does not hold, and
+	 * the old leader could count it toward a quorum. Entries acknowledged
+	 * in a term are only ever replaced from a later term, so dropping the
+	 * older terms' acknowledgements suffices; a lost ack is harmless. */
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < o->n_after; i++) {
+		if (o->after[i].type == RAFT_MSG_APPEND_RESP && !o->after[i].reject &&
+		    o->after[i].term < r->term) {
+			continue;
+		}
+		o->after[kept++] = o->after[i];
+	}
+	o->n_after = kept;
+
 	u->n_msgs = o->n_msgs;
 	u->msgs = o->msgs;
 	u->n_msgs_after_persist = o->n_after;

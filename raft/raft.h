@@ -117,7 +117,8 @@ struct raft_hard_state {
 
 enum raft_role {
 	RAFT_VOTER = 1,
-	RAFT_LEARNER = 2, /* receives the log, never votes nor counts (§4.2.1) */
+	RAFT_LEARNER = 2, /* receives the log; never campaigns, is never asked
+			   * for a vote nor counted in a quorum (§4.2.1) */
 };
 
 struct raft_member {
@@ -204,8 +205,9 @@ enum raft_msg_type {
  *   APPEND          index/log_term: previous entry; entries; commit
  *   APPEND_RESP     index: last index matched (accept) or the rejected
  *                   prev index (reject); hint_index/hint_term: the
- *                   follower's conflicting term and its first index in that
- *                   term, or its last index if shorter (§5.4.1 fast back-off)
+ *                   follower's largest index <= the prev index whose term
+ *                   is <= the prev term, and that term, so the leader skips
+ *                   a conflicting term in one round (§5.4.1 fast back-off)
  *   VOTE, PREVOTE   index/log_term: candidate's last entry; context: 1 if
  *                   the vote is a leadership transfer (ignores the lease)
  *   *_RESP          reject: vote refused

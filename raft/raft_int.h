@@ -131,6 +131,7 @@ struct raft__progress {
 	uint64_t snap_acked;  /* bytes the follower has staged */
 	uint64_t snap_acked_at_check;
 	bool snap_sent_all;
+	bool snap_resend; /* rewound by a rejection: resend at the next tick */
 	uint32_t snap_stall;
 	/* vote in the current election: 0 none, 1 granted, 2 refused */
 	uint8_t vote;

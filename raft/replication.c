@@ -68,6 +68,7 @@ void raft__start_snapshot(struct raft *r, struct raft__progress *pr)
 	pr->snap_acked_at_check = 0;
 	pr->snap_stall = 0;
 	pr->snap_sent_all = false;
+	pr->snap_resend = false;
 	raft__infl_reset(pr);
 	r->stats.snapshots_sent++;
 	send_snapshot_chunks(r, pr);
@@ -294,10 +295,15 @@ void raft__handle_snapshot_response(struct raft *r, struct raft__progress *pr,
 		return;
 	}
 	if (m->reject) {
-		/* the follower wants the stream from this offset (usually 0) */
+		/* the follower wants the stream from this offset (usually 0).
+		 * Resend at the next heartbeat, not now: the rest of the window
+		 * draws more rejections, and a follower that cannot stage would
+		 * otherwise ping-pong with us without bound. */
 		pr->snap_acked = m->index;
 		pr->snap_offset = m->index;
 		pr->snap_sent_all = false;
+		pr->snap_resend = true;
+		return;
 	} else if (m->index > pr->snap_acked) {
 		pr->snap_acked = m->index;
 		if (pr->snap_offset < pr->snap_acked) {
@@ -311,6 +317,11 @@ void raft__handle_snapshot_response(struct raft *r, struct raft__progress *pr,
  * follower acknowledged. */
 void raft__check_snapshot_stall(struct raft *r, struct raft__progress *pr)
 {
+	if (pr->snap_resend) {
+		pr->snap_resend = false;
+		send_snapshot_chunks(r, pr);
+		return;
+	}
 	if (pr->snap_acked != pr->snap_acked_at_check) {
 		pr->snap_acked_at_check = pr->snap_acked;
 		pr->snap_stall = 0;

@@ -457,16 +457,20 @@ static bool well_formed(const struct raft *r, const struct raft_msg *m)
 	return true;
 }
 
-/* Messages from a sender outside our configuration: leader traffic is
- * judged by its term (we may not have applied the change that added the
- * sender yet, or we are a new member with no configuration); anything
- * else from a stranger is ignored. */
+/* Messages from a sender outside our configuration. Leader traffic and vote
+ * requests are judged by their term and log, not by our configuration
+ * (§4.1): we may not have applied the change that added the sender yet, and
+ * refusing its votes can leave no electable member. A removed server cannot
+ * disrupt: pre-vote finds its log behind, and check-quorum's lease ignores
+ * it while a leader is heard (§4.2.3). Anything else from a stranger (its
+ * responses, proposals, reads) is ignored and counted. */
 static bool sender_known(const struct raft *r, const struct raft_msg *m)
 {
 	if (raft_conf_role(&r->conf, m->from) != 0 || r->conf.n == 0) {
 		return true;
 	}
-	return raft__from_leader(m->type) || m->type == RAFT_MSG_READ_INDEX_RESP;
+	return raft__from_leader(m->type) || m->type == RAFT_MSG_READ_INDEX_RESP ||
+	       m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE;
 }
 
 static int step_leader(struct raft *r, const struct raft_msg *m)
@@ -619,10 +623,6 @@ int raft_step(struct raft *r, const struct raft_msg *m)
 	switch (m->type) {
 	case RAFT_MSG_VOTE:
 	case RAFT_MSG_PREVOTE:
-		if (raft_conf_role(&r->conf, m->from) != RAFT_VOTER) {
-			r->stats.dropped_unknown_member++;
-			return 0;
-		}
 		raft__handle_vote_request(r, m);
 		return 0;
 	case RAFT_MSG_VOTE_RESP:

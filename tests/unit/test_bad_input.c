@@ -46,8 +46,10 @@ static void test_message_from_unknown_member_ignored(void **state)
 	take(h, 1, &b1);
 	uint64_t u2 = h_stats(h, 2)->dropped_unknown_member;
 	uint64_t u1 = h_stats(h, 1)->dropped_unknown_member;
-	uint32_t types[] = {RAFT_MSG_VOTE, RAFT_MSG_PREVOTE, RAFT_MSG_VOTE_RESP,
-			    RAFT_MSG_APPEND_RESP};
+	/* vote requests are not in the list: §4.1 answers them whatever
+	 * the configuration (test_vote_request_from_unapplied_member) */
+	uint32_t types[] = {RAFT_MSG_VOTE_RESP, RAFT_MSG_PREVOTE_RESP, RAFT_MSG_APPEND_RESP,
+			    RAFT_MSG_HEARTBEAT_RESP};
 	for (size_t i = 0; i < 4; i++) {
 		struct raft_msg m = h_mk(types[i], 9, 2, b2.st.term + 5);
 		m.index = 100;
@@ -66,6 +68,37 @@ static void test_message_from_unknown_member_ignored(void **state)
 	assert_unchanged(h, 1, &b1);
 	assert_int_equal(h_stats(h, 2)->dropped_unknown_member, u2 + 4);
 	assert_int_equal(h_stats(h, 1)->dropped_unknown_member, u1 + 2);
+}
+
+/* §4.1: a vote request is answered without consulting the configuration.
+ * Node 9 may be a voter of a configuration node 2 has not applied yet;
+ * ignoring it could leave no member able to win an election. */
+static void test_vote_request_from_unapplied_member(void **state)
+{
+	struct harness *h = *state;
+	h_cluster(h, 3, NULL);
+	uint64_t term = h_term(h, 2);
+	uint64_t u2 = h_stats(h, 2)->dropped_unknown_member;
+	struct raft_msg v = h_mk(RAFT_MSG_VOTE, 9, 2, term + 1);
+	v.index = h_last_index(h, 2);
+	v.log_term = term;
+	assert_int_equal(h_step(h, &v), 0);
+	h_process_ready(h, 2);
+	const struct raft_msg *resp = h_find(h, 2, 9, RAFT_MSG_VOTE_RESP, 0);
+	assert_non_null(resp);
+	assert_false(resp->reject);
+	assert_int_equal(resp->term, term + 1);
+	assert_int_equal(h_term(h, 2), term + 1);
+	assert_int_equal(h_stats(h, 2)->dropped_unknown_member, u2);
+	/* a stale log is still refused: the vote rule, not the sender, decides */
+	struct raft_msg w = h_mk(RAFT_MSG_VOTE, 8, 3, term + 1);
+	w.index = 0;
+	w.log_term = 0;
+	assert_int_equal(h_step(h, &w), 0);
+	h_process_ready(h, 3);
+	resp = h_find(h, 3, 8, RAFT_MSG_VOTE_RESP, 0);
+	assert_non_null(resp);
+	assert_true(resp->reject);
 }
 
 /* AppendEntries whose entries do not follow prevLogIndex one by one, or
@@ -453,6 +486,7 @@ int main(void)
 		HTEST(test_stale_append_never_truncates_committed_entries),
 		HTEST(test_undecodable_conf_change_entry_changes_nothing),
 		cmocka_unit_test(test_random_input_never_crashes),
+		HTEST(test_vote_request_from_unapplied_member),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -270,7 +270,7 @@ int raft__log_maybe_append(struct raft__log *l, const struct raft_entry *ents, u
 	return truncate_and_append(l, &ents[k], n - k);
 }
 
-/* §5.4.1 (etcd's findConflictByTerm): the largest index <= index whose term
+/* §3.5, end: etcd's findConflictByTerm: the largest index <= index whose term
  * is <= term, so a leader skips a whole conflicting term in one round. */
 void raft__log_find_conflict_by_term(const struct raft__log *l, uint64_t index, uint64_t term,
 				     uint64_t *out_index, uint64_t *out_term)

@@ -112,7 +112,7 @@ bool raft__progress_update(struct raft__progress *pr, uint64_t n)
 	return updated;
 }
 
-/* A rejection: move next back (fast back-off, §5.4.1). False if stale. */
+/* A rejection: move next back (fast back-off, §3.5). False if stale. */
 bool raft__progress_decr_to(struct raft__progress *pr, uint64_t rejected, uint64_t match_hint)
 {
 	if (pr->state == RAFT_PROGRESS_REPLICATE) {

@@ -163,7 +163,7 @@ void raft__become_leader(struct raft *r)
 	}
 	/* §3.6.2 and §6.4: an entry of the new term commits everything before
 	 * it; until it is applied no membership change may start (the fix to
-	 * the single-server change algorithm, §4.1). */
+	 * §4.1's single-server changes published after the thesis, 2015). */
 	int rv = append_local(r, RAFT_ENTRY_NOOP, NULL, 0, NULL);
 	if (rv != 0) {
 		/* without the no-op the leader could not commit: step down */

@@ -191,7 +191,7 @@ enum raft_msg_type {
 	RAFT_MSG_PREVOTE_RESP = 6,
 	RAFT_MSG_HEARTBEAT = 7,      /* empty AppendEntries (§3.5), carries commit */
 	RAFT_MSG_HEARTBEAT_RESP = 8,
-	RAFT_MSG_SNAPSHOT = 9,       /* InstallSnapshot chunk (§5.3) */
+	RAFT_MSG_SNAPSHOT = 9,       /* InstallSnapshot chunk (§5.1, Figure 5.3) */
 	RAFT_MSG_SNAPSHOT_RESP = 10,
 	RAFT_MSG_PROPOSE = 11,       /* a proposal forwarded to the leader */
 	RAFT_MSG_READ_INDEX = 12,    /* a read forwarded to the leader (§6.4) */
@@ -207,7 +207,7 @@ enum raft_msg_type {
  *                   prev index (reject); hint_index/hint_term: the
  *                   follower's largest index <= the prev index whose term
  *                   is <= the prev term, and that term, so the leader skips
- *                   a conflicting term in one round (§5.4.1 fast back-off)
+ *                   a conflicting term in one round (§3.5 fast back-off)
  *   VOTE, PREVOTE   index/log_term: candidate's last entry; context: 1 if
  *                   the vote is a leadership transfer (ignores the lease)
  *   *_RESP          reject: vote refused

@@ -91,7 +91,7 @@ bool raft__log_up_to_date(const struct raft__log *l, uint64_t last_index, uint64
 int raft__log_maybe_append(struct raft__log *l, const struct raft_entry *ents, uint32_t n);
 /* Append entries at the end (leader), copying data. */
 int raft__log_append(struct raft__log *l, const struct raft_entry *ents, uint32_t n);
-/* Largest index <= index whose term <= term, and that term (§5.4.1). */
+/* Largest index <= index whose term <= term, and that term (§3.5 fast back-off). */
 void raft__log_find_conflict_by_term(const struct raft__log *l, uint64_t index, uint64_t term,
 				     uint64_t *out_index, uint64_t *out_term);
 void raft__log_commit_to(struct raft__log *l, uint64_t index);

@@ -1,5 +1,5 @@
 /* replication.c: AppendEntries and InstallSnapshot, on both sides (thesis
- * §3.5, §3.6, §5.3, §10.2): what the leader sends, what a follower keeps. */
+ * §3.5, §3.6, §5.1, §10.2): what the leader sends, what a follower keeps. */
 #include "raft_int.h"
 
 #include <string.h>
@@ -53,7 +53,7 @@ static void send_snapshot_chunks(struct raft *r, struct raft__progress *pr)
 	}
 }
 
-/* §5.3: the follower needs entries the leader no longer has. */
+/* §5.1: the follower needs entries the leader no longer has. */
 void raft__start_snapshot(struct raft *r, struct raft__progress *pr)
 {
 	struct raft_snapshot_meta meta;
@@ -375,7 +375,7 @@ int raft__handle_append(struct raft *r, const struct raft_msg *m)
 		raft__send(r, &resp, false);
 		return 0;
 	}
-	/* §5.4.1: tell the leader our last entry whose term is <= its prev
+	/* §3.5 (fast back-off): tell the leader our last entry whose term is <= its prev
 	 * term, so it can skip a whole term of conflicting entries at once */
 	uint64_t hint = RAFT_MIN(m->index, raft__log_last_index(&r->log));
 	raft__log_find_conflict_by_term(&r->log, hint, m->log_term, &resp.hint_index,
@@ -442,7 +442,7 @@ static int stage_chunk(struct raft *r, const struct raft_msg *m)
 	return 0;
 }
 
-/* §5.3 InstallSnapshot receiver, chunk by chunk. */
+/* §5.1 (Figure 5.3) InstallSnapshot receiver, chunk by chunk. */
 int raft__handle_snapshot(struct raft *r, const struct raft_msg *m)
 {
 	const struct raft_snapshot_meta *s = &m->snap;

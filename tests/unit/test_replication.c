@@ -1,7 +1,7 @@
 /* test_replication.c: log replication rules of the Raft thesis' Figure 3.1,
  * one test per rule: the AppendEntries receiver (§3.5), the leader's rules
  * (heartbeats, nextIndex/matchIndex, §3.6.2 commitment), the leader's no-op
- * (§6.4), fast back-off (§5.4.1 hints), and the loop contract's split between
+ * (§6.4), fast back-off (§3.5 hints), and the loop contract's split between
  * replicating and persisting (§10.2.1). */
 #include "unit.h"
 
@@ -49,7 +49,7 @@ static struct raft_msg step_and_respond(struct harness *h, const struct raft_msg
 
 /* "Reply false if log doesn't contain an entry at prevLogIndex whose term
  * matches prevLogTerm": a wrong term, and an index past the end. Nothing in
- * such a message is appended. The hints follow raft.h (§5.4.1). */
+ * such a message is appended. The hints follow raft.h (§3.5). */
 static void test_append_rejected_without_matching_prev(void **state)
 {
 	struct harness *h = *state;
@@ -287,7 +287,7 @@ static void elect_1_no_stabilize(struct harness *h, uint32_t n)
 }
 
 /* "If AppendEntries fails because of log inconsistency: decrement nextIndex
- * and retry", with the §5.4.1 optimization: the follower's hint (its term at
+ * and retry", with the §3.5 optimization: the follower's hint (its term at
  * the conflict) lets the leader skip that whole term in one round trip. */
 static void test_leader_fast_backoff_skips_conflicting_term(void **state)
 {

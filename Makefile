@@ -2,7 +2,7 @@
 #
 #   make            install missing Debian packages, configure build/ (-O2 -g) and build
 #   make run        build, then run the narrated 5-node Raft demonstration
-#   make test       build build/ and build-asan/ (ASan+UBSan), run ctest in both
+#   make test       build build/, build-asan/ (ASan+UBSan) and build-fuzz/, run ctest in each
 #   make fuzz       build the libFuzzer targets with clang in build-fuzz/
 #   make clean      remove every build directory
 #
@@ -63,13 +63,16 @@ run: build
 	fi
 	@$(BUILD)/bin/raft-sim --demo
 
-# Both builds first, then both test runs; a failure in either fails `make test`.
-test: build build-asan
+# All builds first, then every test run; a failure in any fails `make test`. The fuzz build
+# contributes a short libFuzzer run of each target (fuzz_<name>-smoke).
+test: build build-asan fuzz
 	@rc=0; \
 	echo "== ctest: $(BUILD) (RelWithDebInfo)"; \
 	$(CTEST) --test-dir $(BUILD) --output-on-failure -j$(JOBS) || rc=1; \
 	echo "== ctest: $(BUILD_ASAN) (ASan+UBSan, simulator seeds x$(ASAN_SIM_SCALE))"; \
 	$(CTEST) --test-dir $(BUILD_ASAN) --output-on-failure -j$(JOBS) || rc=1; \
+	echo "== ctest: $(BUILD_FUZZ) (libFuzzer smoke runs)"; \
+	$(CTEST) --test-dir $(BUILD_FUZZ) --output-on-failure -j$(JOBS) || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
 

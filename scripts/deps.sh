@@ -10,7 +10,8 @@ packages=(
 	build-essential
 	cmake
 	pkg-config
-	clang            # libFuzzer targets (make fuzz)
+	clang            # libFuzzer targets (make fuzz, make test)
+	libclang-rt-14-dev # the libFuzzer and sanitizer runtimes clang links
 	libuv1-dev       # event loop: net/, server/, client/
 	libprotobuf-c-dev
 	protobuf-c-compiler

@@ -26,18 +26,21 @@ int raft__log_init(struct raft__log *l, const struct raft_storage *st,
 	return 0;
 }
 
-static void free_entry_data(struct raft__log *l, struct raft_entry *e)
+static void free_entry_data(struct raft__log *l, uint32_t i)
 {
-	raft__free(l->heap, (void *)(uintptr_t)e->data);
-	e->data = NULL;
+	raft__block_unref(l->heap, l->u.blk[i]);
+	l->u.blk[i] = NULL;
+	l->u.ents[i].data = NULL;
 }
 
 void raft__log_close(struct raft__log *l)
 {
 	for (uint32_t i = 0; i < l->u.n; i++) {
-		free_entry_data(l, &l->u.ents[i]);
+		free_entry_data(l, i);
 	}
+	raft__block_unref(l->heap, l->u.cur);
 	raft__free(l->heap, l->u.ents);
+	raft__free(l->heap, l->u.blk);
 	raft__log_free_garbage(l);
 	raft__free(l->heap, l->garbage);
 	memset(l, 0, sizeof(*l));
@@ -129,24 +132,10 @@ void raft__log_commit_to(struct raft__log *l, uint64_t index)
 	}
 }
 
-static int garbage_push(struct raft__log *l, const uint8_t *data)
-{
-	if (data == NULL) {
-		return 0;
-	}
-	int rv = raft__grow(l->heap, (void **)&l->garbage, &l->cap_garbage, l->n_garbage + 1,
-			    sizeof(*l->garbage));
-	if (rv != 0) {
-		return rv;
-	}
-	l->garbage[l->n_garbage++] = (uint8_t *)(uintptr_t)data;
-	return 0;
-}
-
 void raft__log_free_garbage(struct raft__log *l)
 {
 	for (uint32_t i = 0; i < l->n_garbage; i++) {
-		raft__free(l->heap, l->garbage[i]);
+		raft__block_unref(l->heap, l->garbage[i]);
 	}
 	l->n_garbage = 0;
 }
@@ -164,12 +153,12 @@ static int unstable_truncate(struct raft__log *l, uint32_t pos)
 		return rv;
 	}
 	for (uint32_t i = pos; i < u->n; i++) {
-		if (i < u->in_progress) {
-			rv = garbage_push(l, u->ents[i].data);
-			RAFT_ASSERT(rv == 0);
+		if (i < u->in_progress && u->blk[i] != NULL) {
+			l->garbage[l->n_garbage++] = u->blk[i];
+			u->blk[i] = NULL;
 			u->ents[i].data = NULL;
 		} else {
-			free_entry_data(l, &u->ents[i]);
+			free_entry_data(l, i);
 		}
 	}
 	u->n = pos;
@@ -207,19 +196,23 @@ static int truncate_and_append(struct raft__log *l, const struct raft_entry *ent
 		}
 	}
 	rv = raft__grow(l->heap, (void **)&u->ents, &u->cap, u->n + n, sizeof(*u->ents));
+	if (rv == 0) {
+		rv = raft__grow(l->heap, (void **)&u->blk, &u->cap_blk, u->n + n, sizeof(*u->blk));
+	}
 	if (rv != 0) {
 		return rv;
 	}
 	uint32_t start = u->n;
 	for (uint32_t i = 0; i < n; i++) {
 		struct raft_entry e = ents[i];
+		struct raft__block *b = NULL;
 		RAFT_ASSERT(e.index == u->offset + start + i);
 		if (e.len > 0) {
-			uint8_t *d = raft__malloc(l->heap, e.len);
+			uint8_t *d = raft__block_alloc(l->heap, &u->cur, e.len, &b);
 			if (d == NULL) {
 				/* undo the part appended so far */
 				for (uint32_t j = start; j < start + i; j++) {
-					free_entry_data(l, &u->ents[j]);
+					free_entry_data(l, j);
 				}
 				u->n = start;
 				return RAFT_ENOMEM;
@@ -230,6 +223,7 @@ static int truncate_and_append(struct raft__log *l, const struct raft_entry *ent
 			e.data = NULL;
 		}
 		u->ents[start + i] = e;
+		u->blk[start + i] = b;
 	}
 	u->n = start + n;
 	return 0;
@@ -378,11 +372,14 @@ void raft__log_restore(struct raft__log *l, const struct raft_snapshot_meta *met
 	int rv = unstable_truncate(l, 0);
 	RAFT_ASSERT(rv == 0 || rv == RAFT_ENOMEM);
 	if (rv != 0) {
-		/* could not defer the frees: the in-progress data must live
-		 * until advance, so leak-proof fallback is to keep it counted
-		 * as garbage one by one */
-		for (uint32_t i = 0; i < l->u.n; i++) {
-			(void)garbage_push(l, l->u.ents[i].data);
+		/* no room to defer releasing the handed-out entries: keep their
+		 * blocks alive (a bounded leak until close beats freeing data
+		 * the caller is still reading); the rest goes now */
+		for (uint32_t i = l->u.in_progress; i < l->u.n; i++) {
+			free_entry_data(l, i);
+		}
+		for (uint32_t i = 0; i < l->u.in_progress; i++) {
+			l->u.blk[i] = NULL;
 		}
 		l->u.n = 0;
 		l->u.in_progress = 0;
@@ -406,9 +403,10 @@ void raft__log_stable_to(struct raft__log *l, uint64_t index, uint64_t term)
 	uint32_t k = (uint32_t)(index - u->offset + 1);
 	RAFT_ASSERT(k <= u->in_progress);
 	for (uint32_t i = 0; i < k; i++) {
-		free_entry_data(l, &u->ents[i]);
+		free_entry_data(l, i);
 	}
 	memmove(u->ents, u->ents + k, sizeof(*u->ents) * (u->n - k));
+	memmove(u->blk, u->blk + k, sizeof(*u->blk) * (u->n - k));
 	u->n -= k;
 	u->in_progress -= k;
 	u->offset = index + 1;

@@ -11,7 +11,9 @@ struct raft_memstore {
 	struct raft_hard_state hs;
 	/* entries [offset, offset + n); offset - 1 has term prev_term */
 	struct raft_entry *ents;
-	uint32_t n, cap;
+	struct raft__block **blk; /* blk[i] holds ents[i].data (see log.c) */
+	uint32_t n, cap, cap_blk;
+	struct raft__block *cur;
 	uint64_t offset;
 	uint64_t prev_term;
 	/* latest snapshot */
@@ -39,7 +41,7 @@ int raft_memstore_new(const struct raft_heap *heap, struct raft_memstore **out)
 static void drop_entries(struct raft_memstore *ms, uint32_t from)
 {
 	for (uint32_t i = from; i < ms->n; i++) {
-		raft__free(ms->heap, (void *)(uintptr_t)ms->ents[i].data);
+		raft__block_unref(ms->heap, ms->blk[i]);
 	}
 	ms->n = from;
 }
@@ -50,7 +52,9 @@ void raft_memstore_free(struct raft_memstore *ms)
 		return;
 	}
 	drop_entries(ms, 0);
+	raft__block_unref(ms->heap, ms->cur);
 	raft__free(ms->heap, ms->ents);
+	raft__free(ms->heap, ms->blk);
 	raft__free(ms->heap, ms->snap_data);
 	raft__free(ms->heap, ms->stage);
 	raft__free(ms->heap, ms);
@@ -284,6 +288,35 @@ static int install(struct raft_memstore *ms, const struct raft_snapshot_meta *me
 	return 0;
 }
 
+/* Copy one entry to the end (room for it already made). */
+static int push_entry(struct raft_memstore *ms, struct raft_entry e)
+{
+	struct raft__block *b = NULL;
+	if (e.len > 0) {
+		uint8_t *d = raft__block_alloc(ms->heap, &ms->cur, e.len, &b);
+		if (d == NULL) {
+			return RAFT_ENOMEM;
+		}
+		memcpy(d, e.data, e.len);
+		e.data = d;
+	} else {
+		e.data = NULL;
+	}
+	ms->ents[ms->n] = e;
+	ms->blk[ms->n] = b;
+	ms->n++;
+	return 0;
+}
+
+static int reserve(struct raft_memstore *ms, uint32_t n)
+{
+	int rv = raft__grow(ms->heap, (void **)&ms->ents, &ms->cap, n, sizeof(*ms->ents));
+	if (rv == 0) {
+		rv = raft__grow(ms->heap, (void **)&ms->blk, &ms->cap_blk, n, sizeof(*ms->blk));
+	}
+	return rv;
+}
+
 static int append(struct raft_memstore *ms, const struct raft_entry *ents, uint32_t n)
 {
 	if (n == 0) {
@@ -294,20 +327,16 @@ static int append(struct raft_memstore *ms, const struct raft_entry *ents, uint3
 		return RAFT_EINVAL;
 	}
 	drop_entries(ms, (uint32_t)(first - ms->offset));
-	int rv = raft__grow(ms->heap, (void **)&ms->ents, &ms->cap, ms->n + n, sizeof(*ms->ents));
+	int rv = reserve(ms, ms->n + n);
 	if (rv != 0) {
 		return rv;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		struct raft_entry e = ents[i];
-		RAFT_ASSERT(e.index == ms->offset + ms->n);
-		uint8_t *d;
-		rv = copy_bytes(ms->heap, e.data, e.len, &d);
+		RAFT_ASSERT(ents[i].index == ms->offset + ms->n);
+		rv = push_entry(ms, ents[i]);
 		if (rv != 0) {
 			return rv;
 		}
-		e.data = d;
-		ms->ents[ms->n++] = e;
 	}
 	return 0;
 }
@@ -366,9 +395,10 @@ int raft_memstore_snapshot(struct raft_memstore *ms, uint64_t index, const struc
 			uint32_t k = (uint32_t)(upto - ms->offset + 1);
 			uint64_t t = ms->ents[k - 1].term;
 			for (uint32_t i = 0; i < k; i++) {
-				raft__free(ms->heap, (void *)(uintptr_t)ms->ents[i].data);
+				raft__block_unref(ms->heap, ms->blk[i]);
 			}
 			memmove(ms->ents, ms->ents + k, sizeof(*ms->ents) * (ms->n - k));
+			memmove(ms->blk, ms->blk + k, sizeof(*ms->blk) * (ms->n - k));
 			ms->n -= k;
 			ms->offset = upto + 1;
 			ms->prev_term = t;
@@ -410,16 +440,10 @@ int raft_memstore_clone(const struct raft_memstore *ms, struct raft_memstore **o
 		c->stage_cap = c->stage_len;
 	}
 	if (rv == 0) {
-		rv = raft__grow(ms->heap, (void **)&c->ents, &c->cap, ms->n, sizeof(*c->ents));
+		rv = reserve(c, ms->n);
 	}
 	for (uint32_t i = 0; rv == 0 && i < ms->n; i++) {
-		struct raft_entry e = ms->ents[i];
-		uint8_t *d;
-		rv = copy_bytes(ms->heap, e.data, e.len, &d);
-		e.data = d;
-		if (rv == 0) {
-			c->ents[c->n++] = e;
-		}
+		rv = push_entry(c, ms->ents[i]);
 	}
 	if (rv != 0) {
 		raft_memstore_free(c);

@@ -717,7 +717,14 @@ int raft_ready(struct raft *r, struct raft_update *u)
 	int rv;
 	memset(u, 0, sizeof(*u));
 
-	/* First everything that can fail, so a failure changes nothing. */
+	/* First everything that can fail, so a failure changes nothing. Room
+	 * to defer releasing every entry handed out, so a truncation while
+	 * the update is out never needs memory. */
+	rv = raft__grow(r->heap, (void **)&l->garbage, &l->cap_garbage, l->n_garbage + l->u.n,
+			sizeof(*l->garbage));
+	if (rv != 0) {
+		return rv;
+	}
 	uint32_t n = l->u.n - l->u.in_progress;
 	struct raft_entry *ents = NULL;
 	if (n > 0) {

@@ -48,15 +48,39 @@ void raft__arena_close(struct raft__arena *a);
 
 /* ---- the log: stable storage plus the unstable tail (§3.5, §5) ----------- */
 
+/* Entry data lives in reference-counted blocks of RAFT__BLOCK_BYTES, filled
+ * in log order: the unstable tail is appended at its end and released from
+ * its front, so a block is freed once its last entry is persisted or
+ * truncated, and a steady load makes one allocation per block, not one per
+ * entry. An entry larger than a quarter block gets a block of its own. */
+#define RAFT__BLOCK_BYTES (64u * 1024u)
+
+struct raft__block {
+	uint32_t refs; /* entries pointing into it, plus one while current */
+	uint32_t used;
+	uint32_t size;
+	uint32_t pad;
+	_Alignas(16) uint8_t data[];
+};
+
+/* Room for len bytes in *cur (a new current block when full, or a block of
+ * its own when large); *blk gets the reference taken. NULL: out of memory. */
+uint8_t *raft__block_alloc(const struct raft_heap *h, struct raft__block **cur, uint32_t len,
+			   struct raft__block **blk);
+void raft__block_unref(const struct raft_heap *h, struct raft__block *b);
+
 /* Entries not yet persisted, and a snapshot not yet installed. Data of each
- * entry is owned here (heap) until the entry is persisted or truncated. */
+ * entry is held here (blk[i]) until the entry is persisted or truncated. */
 struct raft__unstable {
 	bool has_snapshot;
 	bool snapshot_in_progress;
 	struct raft_snapshot_meta snapshot;
 	struct raft_entry *ents;
+	struct raft__block **blk; /* blk[i] holds ents[i].data; NULL if empty */
 	uint32_t n;
 	uint32_t cap;
+	uint32_t cap_blk;
+	struct raft__block *cur; /* block being filled */
 	uint32_t in_progress; /* ents[0, in_progress) handed out for persistence */
 	uint64_t offset;      /* index of ents[0] */
 };
@@ -68,8 +92,9 @@ struct raft__log {
 	uint64_t committed;
 	uint64_t applying; /* highest index handed out for applying */
 	uint64_t applied;
-	/* data of handed-out entries that were truncated: freed at advance */
-	uint8_t **garbage;
+	/* blocks of handed-out entries that were truncated: released at
+	 * advance, when the caller is done with the update that shows them */
+	struct raft__block **garbage;
 	uint32_t n_garbage;
 	uint32_t cap_garbage;
 };

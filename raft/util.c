@@ -165,3 +165,47 @@ void raft__arena_close(struct raft__arena *a)
 		a->spare = next;
 	}
 }
+
+/* Entry data blocks (see struct raft__block). */
+void raft__block_unref(const struct raft_heap *h, struct raft__block *b)
+{
+	if (b != NULL) {
+		RAFT_ASSERT(b->refs > 0);
+		if (--b->refs == 0) {
+			raft__free(h, b);
+		}
+	}
+}
+
+uint8_t *raft__block_alloc(const struct raft_heap *h, struct raft__block **cur, uint32_t len,
+			   struct raft__block **blk)
+{
+	uint32_t need = (len + 15u) & ~15u;
+	if (len > RAFT__BLOCK_BYTES / 4) {
+		struct raft__block *b = raft__malloc(h, sizeof(*b) + len);
+		if (b == NULL) {
+			return NULL;
+		}
+		b->refs = 1;
+		b->used = len;
+		b->size = len;
+		*blk = b;
+		return b->data;
+	}
+	if (*cur == NULL || (*cur)->size - (*cur)->used < need) {
+		struct raft__block *b = raft__malloc(h, sizeof(*b) + RAFT__BLOCK_BYTES);
+		if (b == NULL) {
+			return NULL;
+		}
+		b->refs = 1; /* as the current block */
+		b->used = 0;
+		b->size = RAFT__BLOCK_BYTES;
+		raft__block_unref(h, *cur);
+		*cur = b;
+	}
+	uint8_t *p = (*cur)->data + (*cur)->used;
+	(*cur)->used += need;
+	(*cur)->refs++;
+	*blk = *cur;
+	return p;
+}

@@ -29,6 +29,7 @@ void raft__outbox_reset(struct raft__outbox *o)
 	o->n_msgs = 0;
 	o->n_after = 0;
 	o->n_chunks = 0;
+	o->chunk_bytes = 0;
 	o->n_reads = 0;
 	o->n_ccs = 0;
 	o->has_snapshot = false;
@@ -101,6 +102,9 @@ void raft__send(struct raft *r, const struct raft_msg *m, bool copy)
 	struct raft_msg c = *m;
 	c.from = r->id;
 	RAFT_ASSERT(c.to != 0 && c.to != r->id);
+	if (o->n_msgs >= RAFT__MAX_OUTBOX_MSGS || o->n_after >= RAFT__MAX_OUTBOX_MSGS) {
+		return;
+	}
 	if (copy && copy_payload(&o->arena, &c) != 0) {
 		return;
 	}

@@ -211,6 +211,9 @@ int raft_propose(struct raft *r, const void *data, size_t len, uint64_t *index)
 	if (r->leader == 0) {
 		return RAFT_ENOLEADER;
 	}
+	if (r->box[r->cur].n_msgs >= RAFT__MAX_OUTBOX_MSGS) {
+		return RAFT_EBUSY;
+	}
 	struct raft_entry e = {.type = RAFT_ENTRY_NORMAL, .len = (uint32_t)len, .data = data};
 	struct raft_msg m = {.type = RAFT_MSG_PROPOSE, .to = r->leader, .n_entries = 1, .entries = &e};
 	raft__send(r, &m, true);

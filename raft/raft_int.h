@@ -173,6 +173,11 @@ struct raft__read {
 
 /* ---- what the next update will hand out ---------------------------------- */
 
+/* Messages one update may carry in each of its two lists. Beyond it a
+ * message is dropped, which Raft tolerates as loss; a proposal or read that
+ * would be forwarded is refused with RAFT_EBUSY instead. */
+#define RAFT__MAX_OUTBOX_MSGS (1u << 16)
+
 struct raft__outbox {
 	struct raft__arena arena;
 	struct raft_msg *msgs;
@@ -181,6 +186,7 @@ struct raft__outbox {
 	uint32_t n_after, cap_after;
 	struct raft_snapshot_chunk *chunks;
 	uint32_t n_chunks, cap_chunks;
+	uint64_t chunk_bytes; /* staged by this update, at most one window */
 	struct raft_read_state *reads;
 	uint32_t n_reads, cap_reads;
 	bool has_snapshot;

@@ -143,7 +143,8 @@ int raft_read_index(struct raft *r, uint64_t id)
 	if (r->leader == 0) {
 		return raft__read_out(r, id, 0, RAFT_ENOLEADER);
 	}
-	if (r->n_waiting >= r->cfg.max_pending_reads) {
+	if (r->n_waiting >= r->cfg.max_pending_reads ||
+	    r->box[r->cur].n_msgs >= RAFT__MAX_OUTBOX_MSGS) {
 		return RAFT_EBUSY;
 	}
 	struct raft_msg m = {.type = RAFT_MSG_READ_INDEX, .to = r->leader, .context = id};

@@ -420,6 +420,12 @@ bool raft__conf_well_formed(const struct raft_conf *c)
 static int stage_chunk(struct raft *r, const struct raft_msg *m)
 {
 	struct raft__outbox *o = &r->box[r->cur];
+	uint64_t window = (uint64_t)r->cfg.snapshot_chunk_bytes * r->cfg.max_snapshot_inflight;
+	if (o->chunk_bytes + m->len > window && o->n_chunks > 0) {
+		/* more than an honest leader sends before our acks: keep
+		 * memory bounded; the leader resends after a stall */
+		return RAFT_EBUSY;
+	}
 	int rv = raft__grow(r->heap, (void **)&o->chunks, &o->cap_chunks, o->n_chunks + 1,
 			    sizeof(*o->chunks));
 	if (rv != 0) {
@@ -433,6 +439,7 @@ static int stage_chunk(struct raft *r, const struct raft_msg *m)
 		}
 		memcpy(d, m->data, m->len);
 	}
+	o->chunk_bytes += m->len;
 	struct raft_snapshot_chunk *c = &o->chunks[o->n_chunks++];
 	c->index = m->snap.index;
 	c->term = m->snap.term;
@@ -507,6 +514,10 @@ int raft__handle_snapshot(struct raft *r, const struct raft_msg *m)
 		return 0;
 	}
 	int rv = stage_chunk(r, m);
+	if (rv == RAFT_EBUSY) {
+		r->stats.dropped_snapshot++;
+		return 0;
+	}
 	if (rv != 0) {
 		return rv;
 	}

@@ -55,6 +55,36 @@ static void test_propose_on_follower_is_forwarded(void **state)
 		assert_string_equal(h_buf_str(&h_node(h, id)->sm), "fwd");
 }
 
+/* A follower forwards at most 65,536 proposals (and reads) per update: a
+ * caller that stops taking updates gets RAFT_EBUSY, not unbounded memory. */
+static void test_forwarding_is_bounded_per_update(void **state)
+{
+	struct harness *h = *state;
+	h_cluster(h, 3, NULL);
+	assert_true(h_elect(h, 1));
+	h_process_ready(h, 2);
+	struct raft *f = h_raft(h, 2);
+	uint32_t accepted = 0;
+	int rv = 0;
+	for (uint32_t i = 0; i < 70000; i++) {
+		rv = raft_propose(f, "p", 1, NULL);
+		if (rv != 0) {
+			break;
+		}
+		accepted++;
+	}
+	assert_int_equal(rv, RAFT_EBUSY);
+	assert_int_equal(accepted, 1u << 16);
+	assert_int_equal(raft_read_index(f, 42), RAFT_EBUSY);
+	/* taking the update makes room again */
+	assert_true(raft_has_update(f));
+	struct raft_update u;
+	assert_int_equal(raft_ready(f, &u), 0);
+	assert_int_equal(u.n_msgs, 1u << 16);
+	raft_advance(f);
+	assert_int_equal(raft_propose(f, "p", 1, NULL), 0);
+}
+
 /* max_uncommitted_bytes bounds the leader's uncommitted log; once entries
  * commit, proposals are accepted again. */
 static void test_propose_busy_beyond_max_uncommitted_bytes(void **state)
@@ -120,6 +150,7 @@ int main(void)
 		HTEST(test_propose_on_follower_without_leader_fails),
 		HTEST(test_propose_on_leader_returns_index),
 		HTEST(test_propose_on_follower_is_forwarded),
+		HTEST(test_forwarding_is_bounded_per_update),
 		HTEST(test_propose_busy_beyond_max_uncommitted_bytes),
 		HTEST(test_propose_large_entry_alone_is_accepted),
 		HTEST(test_propose_too_big_beyond_max_entry_bytes),

@@ -8,13 +8,13 @@
 #
 # Binaries land in build/bin/. Options go to CMake through CMAKE_FLAGS, e.g.
 #   make CMAKE_FLAGS=-DCAIRN_BUILD_BENCH=OFF
-# and ASAN_SIM_SCALE sets the share of simulator seeds run under ASan (default 0.5).
+# and ASAN_SIM_SCALE sets the share of simulator seeds run under ASan (default 0.25).
 
 JOBS ?= 2
 CMAKE ?= cmake
 CTEST ?= ctest
 CMAKE_FLAGS ?=
-ASAN_SIM_SCALE ?= 0.5
+ASAN_SIM_SCALE ?= 0.25
 
 BUILD := build
 BUILD_ASAN := build-asan

@@ -17,6 +17,8 @@
  *   sim_kv.c     the replicated key-value state machine and its snapshots
  *   sim_check.c  the invariants, checked as each fact appears
  *   sim_scenario.c per-seed parameters, faults and client operations
+ *   sim_commit_rule.c the commit-rule scenario: rounds shaped like thesis
+ *                Figure 3.7, driving partitions and crashes at its moments
  *   sim_demo.c   the narrated 5-node run of `make run`
  */
 #ifndef CAIRN_SIM_H
@@ -111,6 +113,8 @@ enum sim_ev_kind {
 	SIM_EV_HEAL,     /* partitions heal */
 	SIM_EV_LIVE,     /* the quiet phase's liveness probe */
 	SIM_EV_CRASH,    /* a planned crash: a new leader's (sim_scenario.c) */
+	SIM_EV_ROUND,    /* a step of a commit-rule round (sim_commit_rule.c):
+			  * slot is the step, gen the round it belongs to */
 };
 
 struct sim_event {
@@ -178,6 +182,10 @@ struct sim_node {
 	bool lc_pending;
 	uint64_t lc_term;
 	uint64_t lc_index; /* highest index committed when it was elected */
+
+	/* Commit safety: the hard-state commit index up to which this node's
+	 * terms have been recorded (sim_check_update). */
+	uint64_t claimed;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -192,6 +200,13 @@ struct sim_hist {
 };
 
 struct sim_lt; /* (index, term) table entry */
+
+/* The term a node's commit index covered at an index, before any node
+ * applied that index: checked against the history once it gets there. */
+struct sim_claim {
+	uint64_t term; /* 0: no claim */
+	uint64_t node;
+};
 
 struct sim_read {
 	uint32_t slot;
@@ -209,6 +224,8 @@ struct sim_check {
 	size_t lt_len, lt_cap;
 	struct sim_read *reads; /* read id i is reads[i - 1] */
 	uint64_t reads_len, reads_cap;
+	struct sim_claim *claims; /* claims[i - 1] is index i; read beyond hist_len */
+	uint64_t claims_cap;
 	struct raft_conf conf; /* configuration as of hist_len */
 };
 
@@ -222,6 +239,7 @@ enum sim_kind {
 	SIM_MEMBERSHIP,
 	SIM_SNAPSHOT,
 	SIM_TRANSFER,
+	SIM_COMMIT_RULE,
 	SIM_KIND_COUNT,
 };
 
@@ -260,6 +278,9 @@ struct sim_stats {
 	uint64_t conf_changes_applied, transfers, leader_changes_by_transfer;
 	uint64_t liveness_ms_max;
 	uint64_t kinds[SIM_KIND_COUNT];
+	/* commit-rule rounds: started, the old side re-elected with a
+	 * majority reachable, cut off again, the rival elected after that */
+	uint64_t cr_rounds, cr_returns, cr_cuts, cr_rivals;
 };
 
 struct sim_opts {
@@ -270,6 +291,39 @@ struct sim_opts {
 	bool hash_trace;  /* format and hash the trace even when not printing it */
 	bool scripted;    /* the demo: no random faults nor clients, a calm network */
 	FILE *out;
+};
+
+/* A commit-rule round (sim_commit_rule.c): its phase, the three sides and
+ * the leaders it is waiting for or acting on. */
+enum sim_cr_phase {
+	SIM_CR_IDLE = 0,  /* between rounds */
+	SIM_CR_SPLIT,     /* the old side is cut off with its leader */
+	SIM_CR_RIVAL,     /* a rival leader of the rest holds its own side */
+	SIM_CR_RECONCILE, /* the rival's side is cut off; the old side may return */
+	SIM_CR_BACK,      /* a leader of the old side is back with a majority */
+	SIM_CR_OVERWRITE, /* it is cut off again; the rival's side may win */
+	SIM_CR_ENDING,    /* a later leader is elected: the heal is planned */
+};
+
+enum sim_cr_group {
+	SIM_CR_REST = 0, /* neither side */
+	SIM_CR_OLD,      /* the old leader's side: holds the old entries */
+	SIM_CR_NEW,      /* the rival's side: holds the rival's entries */
+};
+
+struct sim_cr {
+	uint32_t phase;      /* enum sim_cr_phase */
+	uint64_t round;      /* ROUND events of another round are dropped */
+	uint64_t until;      /* the phase gives up then */
+	uint64_t idle_until; /* no new round before then */
+	uint8_t group[SIM_MAX_SLOTS]; /* enum sim_cr_group by slot */
+	uint32_t b_min, b_max; /* the rival's side's size, drawn at its election */
+	uint64_t old_id, old_term;     /* the leader cut off first */
+	uint64_t rival_id, rival_term; /* the leader of the rest */
+	uint64_t back_id, back_term, back_commit; /* the old side's leader, returned */
+	uint32_t cut;        /* how it is cut off again */
+	bool cut_on_commit;  /* at its first commit, rather than at a random time */
+	bool cut_planned;
 };
 
 struct sim {
@@ -291,6 +345,7 @@ struct sim {
 	struct sim_check chk;
 	uint64_t next_msg_id;
 	uint64_t next_op;
+	struct sim_cr cr;
 
 	/* Phases. */
 	bool quiet;          /* faults over: the liveness phase */
@@ -402,6 +457,18 @@ void sim_scenario_client(struct sim *s);
 void sim_scenario_new_leader(struct sim *s, struct sim_node *n);
 /* Crash n (within the bound on nodes down) and plan its restart. */
 void sim_scenario_crash(struct sim *s, struct sim_node *n);
+
+/* sim_commit_rule.c */
+/* The fault schedule acts in a commit-rule seed: maybe start a round.
+ * True if it did (the schedule then takes no other action). */
+bool sim_cr_fault(struct sim *s);
+/* n was just elected; called before its first update is taken, so a
+ * partition set here already holds for that update's messages. */
+void sim_cr_leader(struct sim *s, struct sim_node *n);
+/* n's commit index advanced (in memory; its update is not yet taken). */
+void sim_cr_commit(struct sim *s, struct sim_node *n);
+/* A SIM_EV_ROUND event. */
+void sim_cr_event(struct sim *s, uint32_t step, uint64_t round);
 
 /* sim_demo.c */
 int sim_demo(FILE *out);

@@ -26,7 +26,16 @@
  *                       anywhere when the read was issued;
  *   durability          the history only grows: an acknowledged write (one
  *                       applied somewhere) is never replaced; the quiet phase
- *                       then makes every member apply past all of them.
+ *                       then makes every member apply past all of them;
+ *   commit safety       whenever a node's hard-state commit index advances
+ *                       (what it persists, tells its followers and will
+ *                       apply), the term of each entry it newly covers is
+ *                       recorded, and must be the term the history holds at
+ *                       that index, or will hold once someone applies it. A
+ *                       commit that a crash keeps from being applied, such as
+ *                       an earlier term's entry committed by counting replicas
+ *                       (§3.6.2, Figure 3.7), is then still checked against
+ *                       whatever a later leader puts there.
  * Also checked: a vote never changes within a term in the stored hard state,
  * terms and commits never go back, applied indices are consecutive.
  */
@@ -61,6 +70,7 @@ void sim_check_free(struct sim_check *c)
 	free(c->leaders);
 	free(c->lt);
 	free(c->reads);
+	free(c->claims);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -193,6 +203,93 @@ static uint64_t stored_term(struct raft_storage *st, uint64_t i)
 	return t;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Commit safety: the terms that commit indexes covered.                    */
+
+/* The term index had when it was committed (by a claim or by the history),
+ * 0 if not known yet. */
+static uint64_t committed_term(const struct sim *s, uint64_t index)
+{
+	const struct sim_check *c = &s->chk;
+	if (index <= c->hist_len)
+		return sim_check_hist_term(s, index);
+	if (index <= c->claims_cap)
+		return c->claims[index - 1].term;
+	return 0;
+}
+
+/* n's commit index covers index, which holds term in its log. */
+static void claim(struct sim *s, struct sim_node *n, uint64_t index, uint64_t term)
+{
+	struct sim_check *c = &s->chk;
+	if (index <= c->hist_len) {
+		uint64_t h = sim_check_hist_term(s, index);
+		if (h != term)
+			sim_fail(s, "commit safety: n%" PRIu64 " commits index %" PRIu64
+				 " with term %" PRIu64 ", but the entry of term %" PRIu64
+				 " was applied there",
+				 n->id, index, term, h);
+		return;
+	}
+	if (index > c->claims_cap) {
+		if (index > SIM_MAX_HISTORY) {
+			sim_fail(s, "history bound reached");
+			return;
+		}
+		uint64_t cap = c->claims_cap ? c->claims_cap : 256;
+		while (cap < index)
+			cap *= 2;
+		struct sim_claim *t = realloc(c->claims, cap * sizeof(*t));
+		if (t == NULL) {
+			sim_fail(s, "simulator out of memory");
+			return;
+		}
+		memset(t + c->claims_cap, 0, (cap - c->claims_cap) * sizeof(*t));
+		c->claims = t;
+		c->claims_cap = cap;
+	}
+	struct sim_claim *x = &c->claims[index - 1];
+	if (x->term == 0) {
+		x->term = term;
+		x->node = n->id;
+	} else if (x->term != term) {
+		sim_fail(s, "commit safety: n%" PRIu64 " commits index %" PRIu64
+			 " with term %" PRIu64 ", but n%" PRIu64 " committed it with term %" PRIu64,
+			 n->id, index, term, x->node, x->term);
+	}
+}
+
+/* Record the terms of the entries that u's commit index newly covers. The
+ * node's log is its storage (as of the previous update) with u's snapshot
+ * and entries on top; indexes whose term is gone (compacted) are skipped,
+ * as are those a commit beyond the log would name (node_finish flags it).
+ * Each index is recorded once per incarnation: the cost of applying it. */
+static void claim_commit(struct sim *s, struct sim_node *n, const struct raft_update *u,
+			 struct raft_storage *st)
+{
+	uint64_t ci = u->hard_state.commit;
+	uint64_t lo = n->claimed + 1;
+	n->claimed = ci;
+	uint64_t e0 = u->n_entries > 0 ? u->entries[0].index : UINT64_MAX;
+	uint64_t elast = u->n_entries > 0 ? u->entries[u->n_entries - 1].index : 0;
+	uint64_t known = u->snapshot != NULL ? u->snapshot->index : st->first_index(st->ctx) - 1;
+	if (lo < known)
+		lo = known;
+	if (lo == 0)
+		lo = 1;
+	for (uint64_t i = lo; i <= ci && !s->failed; i++) {
+		uint64_t t;
+		if (i >= e0)
+			t = i <= elast ? u->entries[i - e0].term : 0;
+		else if (u->snapshot != NULL)
+			t = i == u->snapshot->index ? u->snapshot->term : 0;
+		else
+			t = stored_term(st, i);
+		if (t != 0 && t != PREV_UNKNOWN)
+			claim(s, n, i, t);
+	}
+}
+
 void sim_check_update(struct sim *s, struct sim_node *n, const struct raft_update *u)
 {
 	struct raft_storage st = raft_memstore_storage(n->ms);
@@ -277,6 +374,10 @@ void sim_check_update(struct sim *s, struct sim_node *n, const struct raft_updat
 	}
 	if (s->failed)
 		return;
+	if (u->has_hard_state && u->hard_state.commit > n->claimed)
+		claim_commit(s, n, u, &st);
+	if (s->failed)
+		return;
 
 	/* Leader completeness (§3.6.3): at the leader's first entry of its
 	 * term, the entries before it are all visible. */
@@ -335,6 +436,13 @@ static void hist_append(struct sim *s, struct sim_node *n, const struct raft_ent
 		}
 		c->hist = h;
 		c->hist_cap = cap;
+	}
+	uint64_t ct = committed_term(s, e->index);
+	if (ct != 0 && ct != e->term) {
+		sim_fail(s, "commit safety: n%" PRIu64 " applies %" PRIu64 "/%" PRIu64
+			 " first, but n%" PRIu64 " committed index %" PRIu64 " with term %" PRIu64,
+			 n->id, e->index, e->term, c->claims[e->index - 1].node, e->index, ct);
+		return;
 	}
 	if (c->hist_len > 0 && e->term < c->hist[c->hist_len - 1].term) {
 		sim_fail(s, "committed history: index %" PRIu64 " has term %" PRIu64 " after term %" PRIu64,

@@ -47,7 +47,7 @@ static void usage(FILE *f)
 	      "  --nodes K            cluster size (default: 3, 5 or 7, drawn per seed)\n"
 	      "  --steps M            events in the fault phase (default 20000)\n"
 	      "  --scenario NAME      mixed (default), basic, partition, crash, membership,\n"
-	      "                       snapshot, transfer\n"
+	      "                       snapshot, transfer, commit-rule\n"
 	      "  --verbose            print the trace of every event\n"
 	      "  --demo               a narrated 5-node run\n"
 	      "  --check-determinism  run each seed twice and compare the trace hashes\n"
@@ -307,7 +307,9 @@ static void print_stats(const struct tally *t, double secs)
 	const struct sim_stats *st = &t->st;
 	printf("raft-sim stats: %" PRIu64 " steps, %.1f simulated s, %.2f s wall (%.1f seeds/s)\n"
 	       "  kinds: basic %" PRIu64 " partition %" PRIu64 " crash %" PRIu64 " membership %" PRIu64
-	       " snapshot %" PRIu64 " transfer %" PRIu64 "\n"
+	       " snapshot %" PRIu64 " transfer %" PRIu64 " commit-rule %" PRIu64 "\n"
+	       "  commit-rule rounds: %" PRIu64 " started, %" PRIu64 " old side back, %" PRIu64
+	       " cut off again, %" PRIu64 " rival back\n"
 	       "  messages: %" PRIu64 " sent, %" PRIu64 " delivered, %" PRIu64 " dropped, %" PRIu64
 	       " duplicated\n"
 	       "  leaders elected %" PRIu64 ", entries committed %" PRIu64 ", proposals %" PRIu64
@@ -321,6 +323,7 @@ static void print_stats(const struct tally *t, double secs)
 	       st->steps, (double)st->sim_ms / 1000.0, secs, secs > 0 ? (double)t->seeds / secs : 0.0,
 	       st->kinds[SIM_BASIC], st->kinds[SIM_PARTITION], st->kinds[SIM_CRASH],
 	       st->kinds[SIM_MEMBERSHIP], st->kinds[SIM_SNAPSHOT], st->kinds[SIM_TRANSFER],
+	       st->kinds[SIM_COMMIT_RULE], st->cr_rounds, st->cr_returns, st->cr_cuts, st->cr_rivals,
 	       st->msgs_sent, st->msgs_delivered, st->msgs_dropped, st->msgs_duplicated,
 	       st->leaders_elected, st->entries_committed, st->proposals, st->proposals_refused,
 	       st->reads_issued, st->reads_served, st->reads_failed, st->crashes, st->lost_writes,

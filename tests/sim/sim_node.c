@@ -130,6 +130,10 @@ static int node_boot(struct sim *s, struct sim_node *n)
 	n->term = 0;
 	n->commit = 0;
 	n->lc_pending = false;
+	/* What its storage says is committed was recorded when it was stored. */
+	struct raft_hard_state hs;
+	raft_memstore_hard_state(n->ms, &hs);
+	n->claimed = hs.commit;
 	/* The first tick falls anywhere in the first interval: nodes' clocks
 	 * are not in phase. */
 	sim_schedule(s, sim_rng_range(&s->net_rng, 1, n->tick_ms), SIM_EV_TICK, (uint32_t)(n->id - 1),
@@ -532,5 +536,8 @@ void sim_node_observe(struct sim *s, struct sim_node *n)
 				s->narrate(s, was_term == st.term ? "stepdown" : "deposed", n);
 		}
 	}
+	bool advanced = st.commit > n->commit;
 	n->commit = st.commit;
+	if (advanced && s->p.kind == SIM_COMMIT_RULE && !s->opts->scripted)
+		sim_cr_commit(s, n);
 }

@@ -16,6 +16,8 @@
  *   CLIENT   a client proposes or reads, then schedules its next action;
  *   RESTART, STOP, HEAL, CRASH  consequences scheduled by faults, conf
  *            changes and elections (a new leader's planned crash);
+ *   ROUND    a step of a commit-rule round (sim_commit_rule.c), planned by
+ *            its earlier steps, by elections and by commits;
  *   LIVE     the quiet phase's probe, every 50 ms.
  * Events of a node carry its incarnation: those of a crashed incarnation
  * (its ticks, its pending write) are dropped when popped. The node an event
@@ -303,6 +305,9 @@ bool sim_step(struct sim *s)
 		break;
 	case SIM_EV_LIVE:
 		live_probe(s);
+		break;
+	case SIM_EV_ROUND:
+		sim_cr_event(s, e.slot, e.gen);
 		break;
 	case SIM_EV_CRASH:
 		if (!s->quiet && n->used && n->up && e.gen == n->gen) {

@@ -2,9 +2,11 @@
  * schedule and its clients.
  *
  * A scenario kind weighs the fault actions (the table below); "mixed" draws
- * a kind per seed. The fault schedule acts every fault_gap_min..max ms and
- * the clients every 1..client_gap_max ms, until the quiet phase. Each action
- * is traced, so a failing seed's trace tells the story that led to it.
+ * a kind per seed. The commit-rule kind drives its partitions and crashes
+ * in rounds (sim_commit_rule.c) and takes only noise from the table. The
+ * fault schedule acts every fault_gap_min..max ms and the clients every
+ * 1..client_gap_max ms, until the quiet phase. Each action is traced, so a
+ * failing seed's trace tells the story that led to it.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -12,7 +14,7 @@
 #include "sim.h"
 
 static const char *const kind_names[SIM_KIND_COUNT] = {
-	"basic", "partition", "crash", "membership", "snapshot", "transfer",
+	"basic", "partition", "crash", "membership", "snapshot", "transfer", "commit-rule",
 };
 
 const char *sim_kind_name(uint32_t kind)
@@ -91,6 +93,17 @@ void sim_scenario_params(struct sim *s, uint32_t nodes, int kind)
 		p->snap_keep = (uint32_t)sim_rng_range(&r, 0, 2);
 		p->down_max_ms = 10000;
 	}
+	if (p->kind == SIM_COMMIT_RULE) {
+		/* Figure 3.7's window is a follower catching up on the old
+		 * entries: it lasts one APPEND per entry or two when messages
+		 * are small, and one round trip each when the window is 1. */
+		if (sim_rng_pm(&r, 750))
+			p->max_msg_bytes = sim_rng_range(&r, 16, 64);
+		if (sim_rng_pm(&r, 500))
+			p->max_inflight = (uint32_t)sim_rng_range(&r, 1, 4);
+		if (p->max_msg_bytes < 1024 || p->max_inflight < 16)
+			p->max_uncommitted = 1024;
+	}
 }
 
 /* ------------------------------------------------------------------------ */
@@ -123,6 +136,9 @@ static const uint8_t weights[SIM_KIND_COUNT][A_COUNT] = {
 	[SIM_MEMBERSHIP] = {1, 1, 0, 1, 2, 1, 1, 0, 1, 4, 3, 3, 1, 1, 0},
 	[SIM_SNAPSHOT] = {1, 1, 1, 1, 2, 4, 1, 1, 1, 1, 1, 1, 0, 0, 0},
 	[SIM_TRANSFER] = {1, 1, 0, 1, 2, 1, 1, 0, 1, 0, 0, 0, 0, 6, 1},
+	/* Partitions and crashes come from the rounds (sim_commit_rule.c);
+	 * these only add noise between and within them. */
+	[SIM_COMMIT_RULE] = {5, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0},
 };
 
 static uint32_t pick_action(struct sim *s)
@@ -228,6 +244,10 @@ void sim_scenario_crash(struct sim *s, struct sim_node *n)
  * sometimes crashed 0..150 ms after its election. */
 void sim_scenario_new_leader(struct sim *s, struct sim_node *n)
 {
+	if (s->p.kind == SIM_COMMIT_RULE && !s->opts->scripted) {
+		sim_cr_leader(s, n);
+		return;
+	}
 	if (s->quiet || s->opts->scripted ||
 	    (s->p.kind != SIM_CRASH && s->p.kind != SIM_SNAPSHOT && s->p.kind != SIM_PARTITION))
 		return;
@@ -321,6 +341,11 @@ static void act_membership(struct sim *s, uint32_t a)
 void sim_scenario_fault(struct sim *s)
 {
 	struct sim_rng *r = &s->fault_rng;
+	if (s->p.kind == SIM_COMMIT_RULE && sim_cr_fault(s)) {
+		uint64_t gap = sim_rng_range(r, s->p.fault_gap_min, s->p.fault_gap_max);
+		sim_schedule(s, gap, SIM_EV_FAULT, 0, 0, NULL);
+		return;
+	}
 	uint32_t a = pick_action(s);
 	bool in_a[SIM_MAX_SLOTS];
 	char groups[256];

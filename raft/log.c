@@ -5,8 +5,8 @@
 
 #include <string.h>
 
-int raft__log_init(struct raft__log *l, const struct raft_storage *st,
-		   const struct raft_heap *h, uint64_t applied)
+int raft__log_init(struct raft__log *l, const struct raft_storage *st, const struct raft_heap *h,
+		   uint64_t applied)
 {
 	memset(l, 0, sizeof(*l));
 	l->st = *st;
@@ -147,8 +147,8 @@ static int unstable_truncate(struct raft__log *l, uint32_t pos)
 	struct raft__unstable *u = &l->u;
 	/* reserve garbage room first so failure leaves the log untouched */
 	uint32_t handed = u->in_progress > pos ? u->in_progress - pos : 0;
-	int rv = raft__grow(l->heap, (void **)&l->garbage, &l->cap_garbage,
-			    l->n_garbage + handed, sizeof(*l->garbage));
+	int rv = raft__grow(l->heap, (void **)&l->garbage, &l->cap_garbage, l->n_garbage + handed,
+			    sizeof(*l->garbage));
 	if (rv != 0) {
 		return rv;
 	}

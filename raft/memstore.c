@@ -134,8 +134,8 @@ static int st_snapshot(void *ctx, struct raft_snapshot_meta *meta)
 	return 0;
 }
 
-static int st_snapshot_read(void *ctx, uint64_t index, uint64_t offset, uint8_t *buf,
-			    uint32_t len, uint32_t *n)
+static int st_snapshot_read(void *ctx, uint64_t index, uint64_t offset, uint8_t *buf, uint32_t len,
+			    uint32_t *n)
 {
 	struct raft_memstore *ms = ctx;
 	*n = 0;
@@ -187,18 +187,19 @@ int raft_memstore_bootstrap(struct raft_memstore *ms, const struct raft_conf *co
 				continue;
 			}
 			struct raft_conf_change cc = {
-				.type = role == RAFT_VOTER ? RAFT_CC_ADD_VOTER : RAFT_CC_ADD_LEARNER,
+				.type = role == RAFT_VOTER ? RAFT_CC_ADD_VOTER :
+							     RAFT_CC_ADD_LEARNER,
 				.id = conf->members[i].id,
 			};
 			int rv = raft_conf_change_encode(&cc, bufs[n], sizeof(bufs[n]));
 			if (rv < 0) {
 				return rv;
 			}
-			ents[n] = (struct raft_entry){.term = 1,
-						      .index = n + 1,
-						      .type = RAFT_ENTRY_CONF_CHANGE,
-						      .len = (uint32_t)rv,
-						      .data = bufs[n]};
+			ents[n] = (struct raft_entry){ .term = 1,
+						       .index = n + 1,
+						       .type = RAFT_ENTRY_CONF_CHANGE,
+						       .len = (uint32_t)rv,
+						       .data = bufs[n] };
 			n++;
 		}
 	}

@@ -7,8 +7,6 @@
 
 #include <string.h>
 
-
-
 /* ---- configuration ------------------------------------------------------- */
 
 void raft_config_init(struct raft_config *cfg)
@@ -32,9 +30,9 @@ static void config_defaults(struct raft_config *c)
 {
 	struct raft_config d;
 	raft_config_init(&d);
-#define DEF(f)                                                                              \
-	if (c->f == 0) {                                                                    \
-		c->f = d.f;                                                                 \
+#define DEF(f)              \
+	if (c->f == 0) {    \
+		c->f = d.f; \
 	}
 	DEF(election_ticks)
 	DEF(heartbeat_ticks)
@@ -183,8 +181,7 @@ static int propose_check(struct raft *r, size_t len)
 	if (len > r->cfg.max_entry_bytes) {
 		return RAFT_ETOOBIG;
 	}
-	if (r->uncommitted_bytes > 0 &&
-	    r->uncommitted_bytes + len > r->cfg.max_uncommitted_bytes) {
+	if (r->uncommitted_bytes > 0 && r->uncommitted_bytes + len > r->cfg.max_uncommitted_bytes) {
 		return RAFT_EBUSY;
 	}
 	return 0;
@@ -214,8 +211,10 @@ int raft_propose(struct raft *r, const void *data, size_t len, uint64_t *index)
 	if (r->box[r->cur].n_msgs >= RAFT__MAX_OUTBOX_MSGS) {
 		return RAFT_EBUSY;
 	}
-	struct raft_entry e = {.type = RAFT_ENTRY_NORMAL, .len = (uint32_t)len, .data = data};
-	struct raft_msg m = {.type = RAFT_MSG_PROPOSE, .to = r->leader, .n_entries = 1, .entries = &e};
+	struct raft_entry e = { .type = RAFT_ENTRY_NORMAL, .len = (uint32_t)len, .data = data };
+	struct raft_msg m = {
+		.type = RAFT_MSG_PROPOSE, .to = r->leader, .n_entries = 1, .entries = &e
+	};
 	raft__send(r, &m, true);
 	return 0;
 }
@@ -294,7 +293,7 @@ int raft_transfer_leadership(struct raft *r, uint64_t to)
 	if (r->leader == 0) {
 		return RAFT_ENOLEADER;
 	}
-	struct raft_msg m = {.type = RAFT_MSG_TRANSFER, .to = r->leader, .context = to};
+	struct raft_msg m = { .type = RAFT_MSG_TRANSFER, .to = r->leader, .context = to };
 	raft__send(r, &m, false);
 	return 0;
 }
@@ -366,7 +365,8 @@ static void tick_leader(struct raft *r)
 			uint32_t active = 0;
 			for (uint32_t i = 0; i < r->n_prs; i++) {
 				struct raft__progress *pr = &r->prs[i];
-				if (pr->role == RAFT_VOTER && (pr->id == r->id || pr->recent_active)) {
+				if (pr->role == RAFT_VOTER &&
+				    (pr->id == r->id || pr->recent_active)) {
 					active++;
 				}
 				if (pr->id != r->id) {
@@ -421,8 +421,8 @@ static bool termless(uint32_t type)
 
 bool raft__from_leader(uint32_t type)
 {
-	return type == RAFT_MSG_APPEND || type == RAFT_MSG_HEARTBEAT ||
-	       type == RAFT_MSG_SNAPSHOT || type == RAFT_MSG_TIMEOUT_NOW;
+	return type == RAFT_MSG_APPEND || type == RAFT_MSG_HEARTBEAT || type == RAFT_MSG_SNAPSHOT ||
+	       type == RAFT_MSG_TIMEOUT_NOW;
 }
 
 static bool well_formed(const struct raft *r, const struct raft_msg *m)
@@ -492,7 +492,7 @@ static int step_leader(struct raft *r, const struct raft_msg *m)
 	}
 	case RAFT_MSG_READ_INDEX:
 		if (raft__leader_read(r, m->context, m->from) != 0) {
-			struct raft__read rd = {.id = m->context, .from = m->from};
+			struct raft__read rd = { .id = m->context, .from = m->from };
 			raft__answer_read(r, &rd, RAFT_EBUSY);
 		}
 		return 0;
@@ -550,7 +550,7 @@ static int step_follower(struct raft *r, const struct raft_msg *m)
 		if (m->type == RAFT_MSG_PROPOSE) {
 			r->stats.proposals_dropped += m->n_entries;
 		} else if (m->type == RAFT_MSG_READ_INDEX) {
-			struct raft__read rd = {.id = m->context, .from = m->from};
+			struct raft__read rd = { .id = m->context, .from = m->from };
 			raft__answer_read(r, &rd, RAFT_ENOLEADER);
 		}
 		return 0;
@@ -610,14 +610,15 @@ int raft_step(struct raft *r, const struct raft_msg *m)
 			    (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_HEARTBEAT)) {
 				/* tell a stale leader about the newer term, so
 				 * it steps down even when our votes are ignored */
-				struct raft_msg resp = {
-					.type = RAFT_MSG_APPEND_RESP, .to = m->from, .term = r->term};
+				struct raft_msg resp = { .type = RAFT_MSG_APPEND_RESP,
+							 .to = m->from,
+							 .term = r->term };
 				raft__send(r, &resp, false);
 			} else if (m->type == RAFT_MSG_PREVOTE) {
-				struct raft_msg resp = {.type = RAFT_MSG_PREVOTE_RESP,
-							.to = m->from,
-							.term = r->term,
-							.reject = true};
+				struct raft_msg resp = { .type = RAFT_MSG_PREVOTE_RESP,
+							 .to = m->from,
+							 .term = r->term,
+							 .reject = true };
 				raft__send(r, &resp, false);
 			}
 			return 0;
@@ -653,7 +654,7 @@ int raft_step(struct raft *r, const struct raft_msg *m)
 			if (m->type == RAFT_MSG_PROPOSE) {
 				r->stats.proposals_dropped += m->n_entries;
 			} else if (m->type == RAFT_MSG_READ_INDEX) {
-				struct raft__read rd = {.id = m->context, .from = m->from};
+				struct raft__read rd = { .id = m->context, .from = m->from };
 				raft__answer_read(r, &rd, RAFT_ENOLEADER);
 			} else {
 				r->stats.dropped_unexpected++;
@@ -670,8 +671,9 @@ int raft_step(struct raft *r, const struct raft_msg *m)
 
 static struct raft_hard_state hard_state(const struct raft *r)
 {
-	struct raft_hard_state hs = {
-		.term = r->term, .vote = r->vote, .commit = r->log.committed};
+	struct raft_hard_state hs = { .term = r->term,
+				      .vote = r->vote,
+				      .commit = r->log.committed };
 	return hs;
 }
 
@@ -801,7 +803,8 @@ int raft_ready(struct raft *r, struct raft_update *u)
 	l->applying = applying;
 	o->apply_to = applying;
 	if (r->state == RAFT_LEADER) {
-		r->uncommitted_bytes = r->uncommitted_bytes > bytes ? r->uncommitted_bytes - bytes : 0;
+		r->uncommitted_bytes =
+			r->uncommitted_bytes > bytes ? r->uncommitted_bytes - bytes : 0;
 	}
 	/* confirmed reads whose index the entries above cover */
 	uint32_t k = 0;
@@ -885,9 +888,9 @@ void raft_advance(struct raft *r)
 int raft_new(const struct raft_config *cfg, struct raft **out)
 {
 	const struct raft_storage *st = &cfg->storage;
-	if (cfg->id == 0 || cfg->rand == NULL || st->initial_state == NULL ||
-	    st->entries == NULL || st->term == NULL || st->first_index == NULL ||
-	    st->last_index == NULL || st->snapshot == NULL || st->snapshot_read == NULL) {
+	if (cfg->id == 0 || cfg->rand == NULL || st->initial_state == NULL || st->entries == NULL ||
+	    st->term == NULL || st->first_index == NULL || st->last_index == NULL ||
+	    st->snapshot == NULL || st->snapshot_read == NULL) {
 		return RAFT_EINVAL;
 	}
 	struct raft *r = raft__malloc(cfg->heap, sizeof(*r));

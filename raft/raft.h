@@ -49,24 +49,24 @@
 #define RAFT_API __attribute__((visibility("default")))
 
 /* Error codes: name, number, message. Numbers are stable. */
-#define RAFT_ERRNO_MAP(X)                                                        \
-	X(NOMEM, 1, "out of memory")                                             \
-	X(INVAL, 2, "invalid argument")                                          \
-	X(NOLEADER, 3, "no leader is known")                                     \
-	X(NOTLEADER, 4, "this member is not the leader")                         \
-	X(BUSY, 5, "too many requests")                                          \
-	X(TOOBIG, 6, "entry too large")                                          \
-	X(DROPPED, 7, "proposal dropped")                                        \
-	X(TRANSFERRING, 8, "leadership transfer in progress")                    \
-	X(CONFPENDING, 9, "a configuration change is already in progress")       \
-	X(UNKNOWNMEMBER, 10, "unknown member")                                   \
-	X(COMPACTED, 11, "requested index is compacted")                         \
-	X(UNAVAILABLE, 12, "requested entry is unavailable")                     \
-	X(SNAPOUTOFDATE, 13, "snapshot is out of date")                          \
-	X(IO, 14, "storage error")                                               \
-	X(LEADERLOST, 15, "leadership lost before the read was confirmed")       \
-	X(NOTVOTER, 16, "this member is not a voter")                            \
-	X(TOOMANYMEMBERS, 17, "too many members")                                \
+#define RAFT_ERRNO_MAP(X)                                                  \
+	X(NOMEM, 1, "out of memory")                                       \
+	X(INVAL, 2, "invalid argument")                                    \
+	X(NOLEADER, 3, "no leader is known")                               \
+	X(NOTLEADER, 4, "this member is not the leader")                   \
+	X(BUSY, 5, "too many requests")                                    \
+	X(TOOBIG, 6, "entry too large")                                    \
+	X(DROPPED, 7, "proposal dropped")                                  \
+	X(TRANSFERRING, 8, "leadership transfer in progress")              \
+	X(CONFPENDING, 9, "a configuration change is already in progress") \
+	X(UNKNOWNMEMBER, 10, "unknown member")                             \
+	X(COMPACTED, 11, "requested index is compacted")                   \
+	X(UNAVAILABLE, 12, "requested entry is unavailable")               \
+	X(SNAPOUTOFDATE, 13, "snapshot is out of date")                    \
+	X(IO, 14, "storage error")                                         \
+	X(LEADERLOST, 15, "leadership lost before the read was confirmed") \
+	X(NOTVOTER, 16, "this member is not a voter")                      \
+	X(TOOMANYMEMBERS, 17, "too many members")                          \
 	X(CORRUPT, 18, "malformed data")
 
 enum raft_errno {
@@ -122,7 +122,7 @@ enum raft_role {
 };
 
 struct raft_member {
-	uint64_t id; /* never 0 */
+	uint64_t id;   /* never 0 */
 	uint32_t role; /* enum raft_role */
 };
 
@@ -142,8 +142,8 @@ enum raft_conf_change_type {
 struct raft_conf_change {
 	uint32_t type; /* enum raft_conf_change_type */
 	uint64_t id;
-	uint32_t context_len;     /* opaque bytes, e.g. the member's peer URLs */
-	const uint8_t *context;   /* borrowed */
+	uint32_t context_len;   /* opaque bytes, e.g. the member's peer URLs */
+	const uint8_t *context; /* borrowed */
 };
 
 #define RAFT_CONF_CHANGE_HEADER 16
@@ -183,21 +183,21 @@ struct raft_snapshot_chunk {
 /* Messages. Plain values; proto/raft.proto is their wire schema.          */
 
 enum raft_msg_type {
-	RAFT_MSG_APPEND = 1,         /* AppendEntries (§3.5) */
+	RAFT_MSG_APPEND = 1, /* AppendEntries (§3.5) */
 	RAFT_MSG_APPEND_RESP = 2,
-	RAFT_MSG_VOTE = 3,           /* RequestVote (§3.4) */
+	RAFT_MSG_VOTE = 3, /* RequestVote (§3.4) */
 	RAFT_MSG_VOTE_RESP = 4,
-	RAFT_MSG_PREVOTE = 5,        /* pre-vote (§9.6) */
+	RAFT_MSG_PREVOTE = 5, /* pre-vote (§9.6) */
 	RAFT_MSG_PREVOTE_RESP = 6,
-	RAFT_MSG_HEARTBEAT = 7,      /* empty AppendEntries (§3.5), carries commit */
+	RAFT_MSG_HEARTBEAT = 7, /* empty AppendEntries (§3.5), carries commit */
 	RAFT_MSG_HEARTBEAT_RESP = 8,
-	RAFT_MSG_SNAPSHOT = 9,       /* InstallSnapshot chunk (§5.1, Figure 5.3) */
+	RAFT_MSG_SNAPSHOT = 9, /* InstallSnapshot chunk (§5.1, Figure 5.3) */
 	RAFT_MSG_SNAPSHOT_RESP = 10,
-	RAFT_MSG_PROPOSE = 11,       /* a proposal forwarded to the leader */
-	RAFT_MSG_READ_INDEX = 12,    /* a read forwarded to the leader (§6.4) */
+	RAFT_MSG_PROPOSE = 11,    /* a proposal forwarded to the leader */
+	RAFT_MSG_READ_INDEX = 12, /* a read forwarded to the leader (§6.4) */
 	RAFT_MSG_READ_INDEX_RESP = 13,
-	RAFT_MSG_TIMEOUT_NOW = 14,   /* leadership transfer (§3.10) */
-	RAFT_MSG_TRANSFER = 15,      /* a transfer request forwarded to the leader */
+	RAFT_MSG_TIMEOUT_NOW = 14, /* leadership transfer (§3.10) */
+	RAFT_MSG_TRANSFER = 15,    /* a transfer request forwarded to the leader */
 };
 #define RAFT_MSG_TYPE_MAX 15
 
@@ -266,18 +266,18 @@ struct raft_storage {
 	int (*snapshot)(void *ctx, struct raft_snapshot_meta *meta);
 	/* Read up to len bytes of the snapshot with this index at offset.
 	 * RAFT_ESNAPOUTOFDATE if that snapshot is no longer held. */
-	int (*snapshot_read)(void *ctx, uint64_t index, uint64_t offset, uint8_t *buf,
-			     uint32_t len, uint32_t *n);
+	int (*snapshot_read)(void *ctx, uint64_t index, uint64_t offset, uint8_t *buf, uint32_t len,
+			     uint32_t *n);
 };
 
 /* ------------------------------------------------------------------------ */
 /* Configuration and lifecycle.                                             */
 
 struct raft_config {
-	uint64_t id;                    /* this member, never 0 */
+	uint64_t id; /* this member, never 0 */
 	struct raft_storage storage;
-	const struct raft_heap *heap;   /* NULL: libc */
-	uint64_t (*rand)(void *ctx);    /* caller's seeded generator */
+	const struct raft_heap *heap; /* NULL: libc */
+	uint64_t (*rand)(void *ctx);  /* caller's seeded generator */
 	void *rand_ctx;
 	uint32_t election_ticks;        /* default 10; randomized in [e, 2e) */
 	uint32_t heartbeat_ticks;       /* default 1 */
@@ -425,8 +425,8 @@ struct raft_stats {
 	uint64_t dropped_unknown_member;
 	uint64_t dropped_stale_term;
 	uint64_t dropped_malformed;
-	uint64_t dropped_unexpected;  /* right term, wrong state or kind */
-	uint64_t dropped_snapshot;    /* chunk not expected */
+	uint64_t dropped_unexpected; /* right term, wrong state or kind */
+	uint64_t dropped_snapshot;   /* chunk not expected */
 	uint64_t proposals_dropped;
 	uint64_t elections_started;
 	uint64_t leader_changes;

@@ -10,11 +10,11 @@
 
 /* Assertions carry the invariants (style.md 8). They stay on in every build:
  * a Raft core that continues past a broken invariant corrupts data. */
-#define RAFT_ASSERT(cond)                                                                   \
-	do {                                                                                \
-		if (!(cond)) {                                                              \
-			raft__assert_fail(#cond, __FILE__, __LINE__, __func__);             \
-		}                                                                           \
+#define RAFT_ASSERT(cond)                                                       \
+	do {                                                                    \
+		if (!(cond)) {                                                  \
+			raft__assert_fail(#cond, __FILE__, __LINE__, __func__); \
+		}                                                               \
 	} while (0)
 
 _Noreturn void raft__assert_fail(const char *expr, const char *file, int line, const char *func);
@@ -36,7 +36,7 @@ struct raft__arena_block;
 
 struct raft__arena {
 	const struct raft_heap *heap;
-	struct raft__arena_block *head; /* current block */
+	struct raft__arena_block *head;  /* current block */
 	struct raft__arena_block *spare; /* reused after reset */
 	size_t used;                     /* bytes handed out since reset */
 };
@@ -81,8 +81,8 @@ struct raft__unstable {
 	uint32_t cap;
 	uint32_t cap_blk;
 	struct raft__block *cur; /* block being filled */
-	uint32_t in_progress; /* ents[0, in_progress) handed out for persistence */
-	uint64_t offset;      /* index of ents[0] */
+	uint32_t in_progress;    /* ents[0, in_progress) handed out for persistence */
+	uint64_t offset;         /* index of ents[0] */
 };
 
 struct raft__log {
@@ -99,8 +99,8 @@ struct raft__log {
 	uint32_t cap_garbage;
 };
 
-int raft__log_init(struct raft__log *l, const struct raft_storage *st,
-		   const struct raft_heap *h, uint64_t applied);
+int raft__log_init(struct raft__log *l, const struct raft_storage *st, const struct raft_heap *h,
+		   uint64_t applied);
 void raft__log_close(struct raft__log *l);
 uint64_t raft__log_first_index(const struct raft__log *l);
 uint64_t raft__log_last_index(const struct raft__log *l);
@@ -166,9 +166,9 @@ struct raft__progress {
 
 struct raft__read {
 	uint64_t id;
-	uint64_t from;  /* 0: local; else the follower that forwarded it */
+	uint64_t from; /* 0: local; else the follower that forwarded it */
 	uint64_t index;
-	uint64_t seq;   /* heartbeat sequence that confirms it; 0: not sent yet */
+	uint64_t seq; /* heartbeat sequence that confirms it; 0: not sent yet */
 };
 
 /* ---- what the next update will hand out ---------------------------------- */
@@ -223,7 +223,7 @@ struct raft {
 	uint64_t transferee;
 	uint64_t pending_conf_index;
 	uint64_t uncommitted_bytes;
-	bool bcast_pending; /* leader: new entries to send at the next update */
+	bool bcast_pending;   /* leader: new entries to send at the next update */
 	bool read_hb_pending; /* leader: a heartbeat round to confirm reads */
 
 	/* ReadIndex (§6.4) */
@@ -286,9 +286,12 @@ void raft__send_append_all(struct raft *r);
 void raft__send_heartbeat_all(struct raft *r);
 bool raft__maybe_commit(struct raft *r);
 void raft__send_timeout_now(struct raft *r, uint64_t to);
-void raft__handle_append_response(struct raft *r, struct raft__progress *pr, const struct raft_msg *m);
-void raft__handle_heartbeat_response(struct raft *r, struct raft__progress *pr, const struct raft_msg *m);
-void raft__handle_snapshot_response(struct raft *r, struct raft__progress *pr, const struct raft_msg *m);
+void raft__handle_append_response(struct raft *r, struct raft__progress *pr,
+				  const struct raft_msg *m);
+void raft__handle_heartbeat_response(struct raft *r, struct raft__progress *pr,
+				     const struct raft_msg *m);
+void raft__handle_snapshot_response(struct raft *r, struct raft__progress *pr,
+				    const struct raft_msg *m);
 void raft__check_snapshot_stall(struct raft *r, struct raft__progress *pr);
 int raft__handle_append(struct raft *r, const struct raft_msg *m);
 void raft__handle_heartbeat(struct raft *r, const struct raft_msg *m);

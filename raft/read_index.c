@@ -61,7 +61,8 @@ void raft__release_reads(struct raft *r)
 		uint32_t acks = 0;
 		for (uint32_t i = 0; i < r->n_prs; i++) {
 			const struct raft__progress *pr = &r->prs[i];
-			if (pr->role == RAFT_VOTER && (pr->id == r->id || pr->hb_acked >= rd->seq)) {
+			if (pr->role == RAFT_VOTER &&
+			    (pr->id == r->id || pr->hb_acked >= rd->seq)) {
 				acks++;
 			}
 		}
@@ -147,7 +148,7 @@ int raft_read_index(struct raft *r, uint64_t id)
 	    r->box[r->cur].n_msgs >= RAFT__MAX_OUTBOX_MSGS) {
 		return RAFT_EBUSY;
 	}
-	struct raft_msg m = {.type = RAFT_MSG_READ_INDEX, .to = r->leader, .context = id};
+	struct raft_msg m = { .type = RAFT_MSG_READ_INDEX, .to = r->leader, .context = id };
 	raft__send(r, &m, false);
 	return 0;
 }

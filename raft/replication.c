@@ -14,8 +14,8 @@ static void send_snapshot_chunks(struct raft *r, struct raft__progress *pr)
 	uint64_t window = (uint64_t)r->cfg.snapshot_chunk_bytes * r->cfg.max_snapshot_inflight;
 	while (!pr->snap_sent_all && pr->snap_offset - pr->snap_acked < window) {
 		uint64_t left = pr->snap.size - pr->snap_offset;
-		uint32_t len = left < r->cfg.snapshot_chunk_bytes ? (uint32_t)left
-								     : r->cfg.snapshot_chunk_bytes;
+		uint32_t len = left < r->cfg.snapshot_chunk_bytes ? (uint32_t)left :
+								    r->cfg.snapshot_chunk_bytes;
 		uint8_t *buf = NULL;
 		uint32_t got = 0;
 		if (len > 0) {
@@ -203,12 +203,12 @@ bool raft__maybe_commit(struct raft *r)
 
 void raft__send_timeout_now(struct raft *r, uint64_t to)
 {
-	struct raft_msg m = {.type = RAFT_MSG_TIMEOUT_NOW, .to = to, .term = r->term};
+	struct raft_msg m = { .type = RAFT_MSG_TIMEOUT_NOW, .to = to, .term = r->term };
 	raft__send(r, &m, false);
 }
 
 void raft__handle_append_response(struct raft *r, struct raft__progress *pr,
-				   const struct raft_msg *m)
+				  const struct raft_msg *m)
 {
 	pr->recent_active = true;
 	if (m->reject) {
@@ -265,7 +265,7 @@ void raft__handle_append_response(struct raft *r, struct raft__progress *pr,
 }
 
 void raft__handle_heartbeat_response(struct raft *r, struct raft__progress *pr,
-				      const struct raft_msg *m)
+				     const struct raft_msg *m)
 {
 	pr->recent_active = true;
 	pr->probe_sent = false;
@@ -286,7 +286,7 @@ void raft__handle_heartbeat_response(struct raft *r, struct raft__progress *pr,
 }
 
 void raft__handle_snapshot_response(struct raft *r, struct raft__progress *pr,
-				     const struct raft_msg *m)
+				    const struct raft_msg *m)
 {
 	pr->recent_active = true;
 	if (pr->state != RAFT_PROGRESS_SNAPSHOT || m->snap.index != pr->snap.index ||
@@ -354,7 +354,7 @@ bool raft__append_well_formed(const struct raft_msg *m)
 
 int raft__handle_append(struct raft *r, const struct raft_msg *m)
 {
-	struct raft_msg resp = {.type = RAFT_MSG_APPEND_RESP, .to = m->from, .term = r->term};
+	struct raft_msg resp = { .type = RAFT_MSG_APPEND_RESP, .to = m->from, .term = r->term };
 	if (m->index < r->log.committed) {
 		resp.index = r->log.committed;
 		raft__send(r, &resp, false);
@@ -463,10 +463,10 @@ int raft__handle_snapshot(struct raft *r, const struct raft_msg *m)
 	if (s->index <= r->log.committed) {
 		/* already have it: tell the leader where we are */
 		r->stats.dropped_snapshot++;
-		struct raft_msg ack = {.type = RAFT_MSG_APPEND_RESP,
-				       .to = m->from,
-				       .term = r->term,
-				       .index = r->log.committed};
+		struct raft_msg ack = { .type = RAFT_MSG_APPEND_RESP,
+					.to = m->from,
+					.term = r->term,
+					.index = r->log.committed };
 		raft__send(r, &ack, false);
 		return 0;
 	}
@@ -478,10 +478,10 @@ int raft__handle_snapshot(struct raft *r, const struct raft_msg *m)
 		 * after the snapshot that we may have acknowledged already. */
 		r->recv_active = false;
 		raft__log_commit_to(&r->log, s->index);
-		struct raft_msg ack = {.type = RAFT_MSG_APPEND_RESP,
-				       .to = m->from,
-				       .term = r->term,
-				       .index = s->index};
+		struct raft_msg ack = { .type = RAFT_MSG_APPEND_RESP,
+					.to = m->from,
+					.term = r->term,
+					.index = s->index };
 		raft__send(r, &ack, false);
 		return 0;
 	}
@@ -539,7 +539,8 @@ int raft__handle_snapshot(struct raft *r, const struct raft_msg *m)
 	raft__progress_sync(r);
 	r->stats.snapshots_installed++;
 	struct raft_msg ack = {
-		.type = RAFT_MSG_APPEND_RESP, .to = m->from, .term = r->term, .index = s->index};
+		.type = RAFT_MSG_APPEND_RESP, .to = m->from, .term = r->term, .index = s->index
+	};
 	raft__send(r, &ack, false);
 	return 0;
 }

@@ -9,8 +9,8 @@ const char *raft_strerror(int err)
 	switch (err) {
 	case 0:
 		return "success";
-#define RAFT__ERRNO_CASE(name, num, msg)                                                    \
-	case RAFT_E##name:                                                                  \
+#define RAFT__ERRNO_CASE(name, num, msg) \
+	case RAFT_E##name:               \
 		return msg;
 		RAFT_ERRNO_MAP(RAFT__ERRNO_CASE)
 #undef RAFT__ERRNO_CASE

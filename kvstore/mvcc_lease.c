@@ -1,0 +1,253 @@
+/* mvcc_lease.c: the lease table (etcd lessor's persistent part): leases
+ * with their granted and checkpointed TTLs, and the keys attached to each. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "mvcc_internal.h"
+
+static MDB_val lease_key(uint8_t *buf, int64_t id)
+{
+	mvcc__be64_put(buf, (uint64_t)id);
+	return (MDB_val){ 8, buf };
+}
+
+int mvcc__lease_exists(struct mvcc_req *r, int64_t id)
+{
+	uint8_t b[8];
+	MDB_val k = lease_key(b, id), v;
+	int rc = mdb_get(r->txn, r->s->lease_db, &k, &v);
+	return rc == MDB_NOTFOUND ? KV_ELEASENOTFOUND : mvcc__lmdb_err(rc);
+}
+
+static MDB_val attach_key(uint8_t *buf, int64_t id, const uint8_t *key, size_t key_len)
+{
+	mvcc__be64_put(buf, (uint64_t)id);
+	memcpy(buf + 8, key, key_len);
+	return (MDB_val){ 8 + key_len, buf };
+}
+
+int mvcc__lease_move(struct mvcc_req *r, const uint8_t *key, size_t key_len, int64_t old_lease,
+		     int64_t new_lease)
+{
+	uint8_t buf[8 + KV_MAX_KEY];
+	MDB_val empty = { 0, NULL };
+	if (old_lease == new_lease)
+		return 0;
+	if (old_lease != 0) {
+		MDB_val k = attach_key(buf, old_lease, key, key_len);
+		int rc = mdb_del(r->txn, r->s->lease_key_db, &k, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND) /* its lease may be revoked already */
+			return mvcc__lmdb_err(rc);
+	}
+	if (new_lease != 0) {
+		int err = mvcc__lease_exists(r, new_lease);
+		if (err != 0)
+			return err;
+		MDB_val k = attach_key(buf, new_lease, key, key_len);
+		return mvcc__lmdb_err(mdb_put(r->txn, r->s->lease_key_db, &k, &empty, 0));
+	}
+	return 0;
+}
+
+static int lease_put(struct kv_wtx *w, int64_t id, int64_t ttl, int64_t remaining)
+{
+	uint8_t b[8], v[16];
+	MDB_val k = lease_key(b, id), val = { 16, v };
+	mvcc__be64_put(v, (uint64_t)ttl);
+	mvcc__be64_put(v + 8, (uint64_t)remaining);
+	return mvcc__lmdb_err(mdb_put(w->txn, w->s->lease_db, &k, &val, 0));
+}
+
+static int lease_get(struct kv_store *s, MDB_txn *txn, int64_t id, struct kv_lease *out)
+{
+	uint8_t b[8];
+	MDB_val k = lease_key(b, id), v;
+	int rc = mdb_get(txn, s->lease_db, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return KV_ELEASENOTFOUND;
+	if (rc != 0)
+		return mvcc__lmdb_err(rc);
+	if (v.mv_size != 16)
+		return KV_ECORRUPT;
+	out->id = id;
+	out->ttl = (int64_t)mvcc__be64_get(v.mv_data);
+	out->remaining = (int64_t)mvcc__be64_get((const uint8_t *)v.mv_data + 8);
+	return 0;
+}
+
+int kv_lease_grant(struct kv_wtx *w, int64_t id, int64_t ttl)
+{
+	struct kv_lease l;
+	if (id == 0 || ttl < 0)
+		return KV_EINVAL;
+	int err = mvcc__quota_check(w->s, w->txn);
+	if (err != 0)
+		return err;
+	err = lease_get(w->s, w->txn, id, &l);
+	if (err == 0)
+		return KV_ELEASEEXIST;
+	if (err != KV_ELEASENOTFOUND)
+		return err;
+	return lease_put(w, id, ttl, 0);
+}
+
+int kv_lease_checkpoint(struct kv_wtx *w, int64_t id, int64_t remaining_ttl)
+{
+	struct kv_lease l;
+	if (remaining_ttl < 0)
+		return KV_EINVAL;
+	int err = lease_get(w->s, w->txn, id, &l);
+	return err ? err : lease_put(w, id, l.ttl, remaining_ttl);
+}
+
+/* The attached keys of a lease, in key order: each is its own allocation. */
+static int lease_keys(struct kv_store *s, MDB_txn *txn, int64_t id, struct kv_lease_info *out)
+{
+	MDB_cursor *c;
+	uint8_t b[8];
+	size_t cap = 0;
+	MDB_val k = lease_key(b, id), v;
+	int rc = mdb_cursor_open(txn, s->lease_key_db, &c);
+	if (rc != 0)
+		return mvcc__lmdb_err(rc);
+	int err = 0;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < 8 || memcmp(k.mv_data, b, 8) != 0)
+			break;
+		if (out->n_keys == cap) {
+			cap = cap ? cap * 2 : 8;
+			uint8_t **keys = realloc(out->keys, cap * sizeof *keys);
+			if (keys != NULL)
+				out->keys = keys;
+			size_t *lens = realloc(out->key_lens, cap * sizeof *lens);
+			if (lens != NULL)
+				out->key_lens = lens;
+			if (keys == NULL || lens == NULL) {
+				err = KV_ENOMEM;
+				break;
+			}
+		}
+		size_t len = k.mv_size - 8;
+		uint8_t *key = malloc(len + 1);
+		if (key == NULL) {
+			err = KV_ENOMEM;
+			break;
+		}
+		memcpy(key, (const uint8_t *)k.mv_data + 8, len);
+		out->keys[out->n_keys] = key;
+		out->key_lens[out->n_keys++] = len;
+	}
+	if (err == 0 && rc != 0 && rc != MDB_NOTFOUND)
+		err = mvcc__lmdb_err(rc);
+	mdb_cursor_close(c);
+	return err;
+}
+
+void kv_lease_info_free(struct kv_lease_info *info)
+{
+	if (info == NULL)
+		return;
+	for (size_t i = 0; i < info->n_keys; i++)
+		free(info->keys[i]);
+	free(info->keys);
+	free(info->key_lens);
+	memset(info, 0, sizeof *info);
+}
+
+/* etcd lessor Revoke: the attached keys go in one revision, then the lease. */
+int kv_lease_revoke(struct kv_wtx *w, int64_t id, int64_t *revision)
+{
+	struct mvcc_req r;
+	struct kv_lease l;
+	struct kv_lease_info keys = { 0 };
+	*revision = w->rev;
+	int err = mvcc__req_begin(w, &r);
+	if (err != 0)
+		return err;
+	err = lease_get(w->s, r.txn, id, &l);
+	if (err == 0)
+		err = lease_keys(w->s, r.txn, id, &keys);
+	for (size_t i = 0; err == 0 && i < keys.n_keys; i++)
+		err = mvcc__write_change(&r, keys.keys[i], keys.key_lens[i], MVCC_TOMBSTONE, 0, 0,
+					 0, NULL, 0);
+	if (err == 0) {
+		uint8_t b[8];
+		MDB_val k = lease_key(b, id);
+		err = mvcc__lmdb_err(mdb_del(r.txn, w->s->lease_db, &k, NULL));
+	}
+	kv_lease_info_free(&keys);
+	err = mvcc__req_end(w, &r, err);
+	if (err == 0)
+		*revision = w->rev;
+	return err;
+}
+
+int kv_lease_time_to_live(struct kv_store *s, int64_t id, bool with_keys, struct kv_lease_info *out)
+{
+	MDB_txn *txn;
+	memset(out, 0, sizeof *out);
+	if (s->env == NULL)
+		return KV_EIO; /* a failed snapshot install */
+	int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return mvcc__lmdb_err(rc);
+	int err = lease_get(s, txn, id, &out->lease);
+	if (err == 0 && with_keys)
+		err = lease_keys(s, txn, id, out);
+	mdb_txn_abort(txn);
+	if (err != 0)
+		kv_lease_info_free(out);
+	return err;
+}
+
+int kv_lease_list(struct kv_store *s, struct kv_lease_list *out)
+{
+	MDB_txn *txn;
+	MDB_cursor *c = NULL;
+	size_t cap = 0;
+	memset(out, 0, sizeof *out);
+	if (s->env == NULL)
+		return KV_EIO; /* a failed snapshot install */
+	int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return mvcc__lmdb_err(rc);
+	int err = mvcc__lmdb_err(mdb_cursor_open(txn, s->lease_db, &c));
+	MDB_val k, v;
+	for (rc = err ? MDB_NOTFOUND : mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && err == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != 8 || v.mv_size != 16) {
+			err = KV_ECORRUPT;
+			break;
+		}
+		if (out->n == cap) {
+			cap = cap ? cap * 2 : 8;
+			struct kv_lease *l = realloc(out->leases, cap * sizeof *l);
+			if (l == NULL) {
+				err = KV_ENOMEM;
+				break;
+			}
+			out->leases = l;
+		}
+		struct kv_lease *l = &out->leases[out->n++];
+		l->id = (int64_t)mvcc__be64_get(k.mv_data);
+		l->ttl = (int64_t)mvcc__be64_get(v.mv_data);
+		l->remaining = (int64_t)mvcc__be64_get((const uint8_t *)v.mv_data + 8);
+	}
+	if (err == 0 && rc != 0 && rc != MDB_NOTFOUND)
+		err = mvcc__lmdb_err(rc);
+	if (c != NULL)
+		mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	if (err != 0)
+		kv_lease_list_free(out);
+	return err;
+}
+
+void kv_lease_list_free(struct kv_lease_list *l)
+{
+	if (l == NULL)
+		return;
+	free(l->leases);
+	memset(l, 0, sizeof *l);
+}

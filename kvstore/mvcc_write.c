@@ -1,0 +1,661 @@
+/* mvcc_write.c: the write requests of a batch: Put, DeleteRange and Txn, each
+ * in a nested LMDB transaction so that a failed request leaves no change, each
+ * taking one main revision when it changes something (etcd mvcc). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "mvcc_internal.h"
+
+int mvcc__req_begin(struct kv_wtx *w, struct mvcc_req *r)
+{
+	memset(r, 0, sizeof *r);
+	r->w = w;
+	r->ev_mark = w->ev.n;
+	r->s = w->s;
+	r->base = w->rev;
+	r->main = w->rev + 1;
+	r->compacted = w->compacted;
+	return mvcc__lmdb_err(mdb_txn_begin(w->s->env, w->txn, 0, &r->txn));
+}
+
+/* Commits the request into the batch if err is 0, else drops it. */
+int mvcc__req_end(struct kv_wtx *w, struct mvcc_req *r, int err)
+{
+	if (err != 0) {
+		mdb_txn_abort(r->txn);
+		mvcc__events_truncate(&w->ev, r->ev_mark);
+		return err;
+	}
+	err = mvcc__lmdb_err(mdb_txn_commit(r->txn));
+	if (err != 0)
+		mvcc__events_truncate(&w->ev, r->ev_mark);
+	if (err == 0 && r->sub > 0)
+		w->rev = r->main;
+	return err;
+}
+
+/* The revision the request's reads see: its own writes once it made some. */
+static int64_t req_view(const struct mvcc_req *r)
+{
+	return r->sub > 0 ? r->main : r->base;
+}
+
+/* The live kv of key as the request sees it, copied: 0, or KV_ENOTFOUND. */
+static int load_live(struct mvcc_req *r, const uint8_t *key, size_t key_len, int64_t rev,
+		     struct kv_kv *out)
+{
+	struct mvcc_ver ver;
+	struct mvcc_rec rec;
+	memset(out, 0, sizeof *out);
+	int err = mvcc__lookup(r->s, r->txn, key, key_len, rev, &ver);
+	if (err != 0)
+		return err;
+	if (ver.tombstone)
+		return KV_ENOTFOUND;
+	err = mvcc__rec_get(r->s, r->txn, ver.main, ver.sub, &rec);
+	return err ? err : mvcc__kv_from_rec(&rec, ver.main, false, out);
+}
+
+/* Records the change as an event of the batch. Its prev kv is the key's
+ * live kv at main - 1, as etcd's watch reads it (not an earlier write of
+ * the same Txn), so that kv_events_read gives the same event. */
+static int add_event(struct mvcc_req *r, const struct mvcc_rec *rec)
+{
+	struct kv_wtx *w = r->w;
+	if (w->ev.n == w->ev_cap) {
+		size_t cap = w->ev_cap ? w->ev_cap * 2 : 16;
+		struct kv_event *e = realloc(w->ev.events, cap * sizeof *e);
+		if (e == NULL)
+			return KV_ENOMEM;
+		w->ev.events = e;
+		w->ev_cap = cap;
+	}
+	struct kv_event *e = &w->ev.events[w->ev.n];
+	memset(e, 0, sizeof *e);
+	e->type = (rec->flags & MVCC_TOMBSTONE) ? KV_EVENT_DELETE : KV_EVENT_PUT;
+	int err = mvcc__kv_from_rec(rec, r->main, e->type == KV_EVENT_DELETE, &e->kv);
+	if (err == 0) {
+		err = load_live(r, rec->key, rec->key_len, r->base, &e->prev_kv);
+		e->has_prev_kv = err == 0;
+		if (err == KV_ENOTFOUND)
+			err = 0;
+	}
+	if (err != 0) {
+		mvcc__kv_free(&e->kv);
+		mvcc__kv_free(&e->prev_kv);
+		return err;
+	}
+	w->ev.n++;
+	return 0;
+}
+
+int mvcc__write_change(struct mvcc_req *r, const uint8_t *key, size_t key_len, unsigned flags,
+		       int64_t create, int64_t version, int64_t lease, const uint8_t *value,
+		       size_t value_len)
+{
+	struct mvcc_rec ev_rec = { flags, create, version, lease, key, key_len, value, value_len };
+	struct mvcc_ver cur;
+	struct mvcc_rec cur_rec;
+	int64_t old_lease = 0;
+	int err = mvcc__lookup(r->s, r->txn, key, key_len, r->main, &cur);
+	if (err == 0 && !cur.tombstone) {
+		if ((err = mvcc__rec_get(r->s, r->txn, cur.main, cur.sub, &cur_rec)) != 0)
+			return err;
+		old_lease = cur_rec.lease;
+	} else if (err != 0 && err != KV_ENOTFOUND) {
+		return err;
+	}
+	if ((err = mvcc__lease_move(r, key, key_len, old_lease, lease)) != 0)
+		return err;
+	if ((err = add_event(r, &ev_rec)) != 0)
+		return err;
+	uint8_t rk[MVCC_REV_LEN], ik[MVCC_IDX_MAX], fl = (uint8_t)flags;
+	if (value_len > UINT32_MAX - MVCC_REC_HDR - key_len)
+		return KV_ETOOBIG;
+	mvcc__be64_put(rk, (uint64_t)r->main);
+	mvcc__be64_put(rk + 8, (uint64_t)r->sub);
+	MDB_val k = { sizeof rk, rk }, v = { MVCC_REC_HDR + key_len + value_len, NULL };
+	int rc = mdb_put(r->txn, r->s->rev_db, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+	if (rc != 0)
+		return mvcc__lmdb_err(rc);
+	uint8_t *p = v.mv_data;
+	p[0] = fl;
+	mvcc__be64_put(p + 1, (uint64_t)create);
+	mvcc__be64_put(p + 9, (uint64_t)version);
+	mvcc__be64_put(p + 17, (uint64_t)lease);
+	uint32_t kl = (uint32_t)key_len;
+	p[25] = (uint8_t)(kl >> 24);
+	p[26] = (uint8_t)(kl >> 16);
+	p[27] = (uint8_t)(kl >> 8);
+	p[28] = (uint8_t)kl;
+	memcpy(p + MVCC_REC_HDR, key, key_len);
+	if (value_len)
+		memcpy(p + MVCC_REC_HDR + key_len, value, value_len);
+#ifndef NDEBUG
+	struct mvcc_rec back;
+	assert(mvcc__rec_decode(&v, &back) == 0 && back.key_len == key_len &&
+	       back.value_len == value_len && back.version == version && back.flags == flags);
+#endif
+	MDB_val ikey = { mvcc__idx_key(ik, key, key_len, (uint64_t)r->main, (uint64_t)r->sub), ik };
+	MDB_val ival = { 1, &fl };
+	rc = mdb_put(r->txn, r->s->key_db, &ikey, &ival, MDB_NOOVERWRITE);
+	if (rc != 0)
+		return mvcc__lmdb_err(rc);
+	r->sub++;
+	return 0;
+}
+
+static int do_put(struct mvcc_req *r, const struct kv_put_req *req, struct kv_put_resp *resp)
+{
+	struct kv_kv prev;
+	memset(resp, 0, sizeof *resp);
+	int err = mvcc__check_key(req->key, req->key_len);
+	if (err != 0)
+		return err;
+	if (req->ignore_value && req->value_len)
+		return KV_EVALUEPROVIDED;
+	if (req->ignore_lease && req->lease)
+		return KV_ELEASEPROVIDED;
+	err = load_live(r, req->key, req->key_len, req_view(r), &prev);
+	bool have = err == 0;
+	if (err != 0 && err != KV_ENOTFOUND)
+		return err;
+	if ((req->ignore_value || req->ignore_lease) && !have)
+		return KV_EKEYNOTFOUND;
+	if (!req->ignore_lease && req->lease != 0 &&
+	    (err = mvcc__lease_exists(r, req->lease)) != 0) {
+		mvcc__kv_free(&prev);
+		return err;
+	}
+	err = mvcc__write_change(r, req->key, req->key_len, 0,
+				 have ? prev.create_revision : r->main, have ? prev.version + 1 : 1,
+				 req->ignore_lease ? prev.lease : req->lease,
+				 req->ignore_value ? prev.value : req->value,
+				 req->ignore_value ? prev.value_len : req->value_len);
+	resp->revision = r->main;
+	if (err == 0 && have && req->prev_kv) {
+		resp->prev_kv = prev;
+		resp->has_prev_kv = true;
+	} else {
+		mvcc__kv_free(&prev);
+	}
+	return err;
+}
+
+struct del_ctx {
+	struct kv_kv *keys; /* key only: what to tombstone */
+	size_t n, cap;
+};
+
+static int del_cb(void *arg, const uint8_t *key, size_t key_len, const struct mvcc_ver *ver)
+{
+	struct del_ctx *c = arg;
+	(void)ver;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 8;
+		struct kv_kv *k = realloc(c->keys, cap * sizeof *k);
+		if (k == NULL)
+			return KV_ENOMEM;
+		c->keys = k;
+		c->cap = cap;
+	}
+	struct kv_kv *kv = &c->keys[c->n];
+	memset(kv, 0, sizeof *kv);
+	kv->key = malloc(key_len + 1);
+	if (kv->key == NULL)
+		return KV_ENOMEM;
+	memcpy(kv->key, key, key_len);
+	kv->key_len = key_len;
+	c->n++;
+	return 0;
+}
+
+static int do_delete(struct mvcc_req *r, const struct kv_delete_req *req,
+		     struct kv_delete_resp *resp)
+{
+	struct del_ctx c = { 0 };
+	memset(resp, 0, sizeof *resp);
+	int err = mvcc__check_key(req->key, req->key_len);
+	if (err != 0)
+		return err;
+	err = mvcc__scan(r->s, r->txn, req->key, req->key_len, req->range_end, req->range_end_len,
+			 req_view(r), del_cb, &c);
+	/* Reads first (the prev kvs at the request's view), then the writes. */
+	struct kv_kv *prevs = NULL;
+	size_t n_prevs = 0;
+	if (err == 0 && c.n && req->prev_kv) {
+		prevs = calloc(c.n, sizeof *prevs);
+		if (prevs == NULL)
+			err = KV_ENOMEM;
+	}
+	for (; err == 0 && prevs && n_prevs < c.n; n_prevs++)
+		err = load_live(r, c.keys[n_prevs].key, c.keys[n_prevs].key_len, req_view(r),
+				&prevs[n_prevs]);
+	for (size_t i = 0; err == 0 && i < c.n; i++)
+		err = mvcc__write_change(r, c.keys[i].key, c.keys[i].key_len, MVCC_TOMBSTONE, 0, 0,
+					 0, NULL, 0);
+	if (err == 0 && req->prev_kv) {
+		resp->prev_kvs = prevs;
+		resp->n_prev_kvs = c.n;
+	} else {
+		for (size_t i = 0; i < n_prevs; i++)
+			mvcc__kv_free(&prevs[i]);
+		free(prevs);
+	}
+	for (size_t i = 0; i < c.n; i++)
+		mvcc__kv_free(&c.keys[i]);
+	free(c.keys);
+	resp->deleted = (int64_t)c.n;
+	return err;
+}
+
+int kv_put(struct kv_wtx *w, const struct kv_put_req *req, struct kv_put_resp *resp)
+{
+	struct mvcc_req r;
+	memset(resp, 0, sizeof *resp);
+	int err = mvcc__quota_check(w->s, w->txn);
+	if (err != 0)
+		return err;
+	err = mvcc__req_begin(w, &r);
+	if (err != 0)
+		return err;
+	err = mvcc__req_end(w, &r, do_put(&r, req, resp));
+	if (err != 0)
+		kv_put_resp_free(resp);
+	return err;
+}
+
+void kv_put_resp_free(struct kv_put_resp *resp)
+{
+	if (resp == NULL)
+		return;
+	mvcc__kv_free(&resp->prev_kv);
+	memset(resp, 0, sizeof *resp);
+}
+
+int kv_delete_range(struct kv_wtx *w, const struct kv_delete_req *req, struct kv_delete_resp *resp)
+{
+	struct mvcc_req r;
+	memset(resp, 0, sizeof *resp);
+	int err = mvcc__req_begin(w, &r);
+	if (err != 0)
+		return err;
+	err = do_delete(&r, req, resp);
+	resp->revision = req_view(&r);
+	err = mvcc__req_end(w, &r, err);
+	if (err != 0)
+		kv_delete_resp_free(resp);
+	return err;
+}
+
+void kv_delete_resp_free(struct kv_delete_resp *resp)
+{
+	if (resp == NULL)
+		return;
+	for (size_t i = 0; i < resp->n_prev_kvs; i++)
+		mvcc__kv_free(&resp->prev_kvs[i]);
+	free(resp->prev_kvs);
+	memset(resp, 0, sizeof *resp);
+}
+
+/* ---- Txn: etcd's checkIntervals ------------------------------------------ */
+
+struct ivl {
+	const uint8_t *k;
+	size_t kl;
+	const uint8_t *e; /* NULL: the point k */
+	size_t el;
+};
+
+struct ivs {
+	struct ivl *v;
+	size_t n, cap;
+};
+
+static int ivs_add(struct ivs *s, struct ivl iv)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 8;
+		struct ivl *v = realloc(s->v, cap * sizeof *v);
+		if (v == NULL)
+			return KV_ENOMEM;
+		s->v = v;
+		s->cap = cap;
+	}
+	s->v[s->n++] = iv;
+	return 0;
+}
+
+static bool ivs_has_point(const struct ivs *s, const uint8_t *k, size_t kl)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (mvcc__bytes_cmp(s->v[i].k, s->v[i].kl, k, kl) == 0)
+			return true;
+	return false;
+}
+
+/* An interval is [k, e) compared as strings, as etcd's interval tree does;
+ * so a range_end of "\0" ("all keys >= k") covers no point here, as in etcd. */
+static bool ivs_intersects(const struct ivs *s, const uint8_t *k, size_t kl)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		const struct ivl *iv = &s->v[i];
+		if (iv->e == NULL) {
+			if (mvcc__bytes_cmp(iv->k, iv->kl, k, kl) == 0)
+				return true;
+		} else if (mvcc__bytes_cmp(k, kl, iv->k, iv->kl) >= 0 &&
+			   mvcc__bytes_cmp(k, kl, iv->e, iv->el) < 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static int check_intervals(const struct kv_op *ops, size_t n, int depth, struct ivs *puts,
+			   struct ivs *dels);
+
+static int check_nested(const struct kv_txn_req *t, int depth, struct ivs *puts, struct ivs *dels)
+{
+	struct ivs pt = { 0 }, dt = { 0 }, pe = { 0 }, de = { 0 };
+	int err = 0;
+	if (t == NULL)
+		return KV_EINVAL;
+	if (t->n_compares > KV_MAX_TXN_OPS)
+		return KV_ETOOMANYOPS;
+	err = check_intervals(t->success, t->n_success, depth + 1, &pt, &dt);
+	if (err == 0)
+		err = check_intervals(t->failure, t->n_failure, depth + 1, &pe, &de);
+	for (size_t i = 0; err == 0 && i < pt.n; i++) {
+		if (ivs_has_point(puts, pt.v[i].k, pt.v[i].kl) ||
+		    ivs_intersects(dels, pt.v[i].k, pt.v[i].kl))
+			err = KV_EDUPLICATEKEY;
+		else
+			err = ivs_add(puts, pt.v[i]);
+	}
+	for (size_t i = 0; err == 0 && i < pe.n; i++) {
+		/* then and else exclude each other: a key in both is fine */
+		if ((ivs_has_point(puts, pe.v[i].k, pe.v[i].kl) &&
+		     !ivs_has_point(&pt, pe.v[i].k, pe.v[i].kl)) ||
+		    ivs_intersects(dels, pe.v[i].k, pe.v[i].kl))
+			err = KV_EDUPLICATEKEY;
+		else
+			err = ivs_add(puts, pe.v[i]);
+	}
+	for (size_t i = 0; err == 0 && i < dt.n; i++)
+		err = ivs_add(dels, dt.v[i]);
+	for (size_t i = 0; err == 0 && i < de.n; i++)
+		err = ivs_add(dels, de.v[i]);
+	free(pt.v);
+	free(dt.v);
+	free(pe.v);
+	free(de.v);
+	return err;
+}
+
+static int check_intervals(const struct kv_op *ops, size_t n, int depth, struct ivs *puts,
+			   struct ivs *dels)
+{
+	int err = 0;
+	if (depth > KV_MAX_TXN_DEPTH)
+		return KV_EINVAL;
+	if (n > KV_MAX_TXN_OPS)
+		return KV_ETOOMANYOPS;
+	for (size_t i = 0; err == 0 && i < n; i++) {
+		const struct kv_delete_req *d = &ops[i].u.del;
+		if (ops[i].type == KV_OP_DELETE)
+			err = ivs_add(dels, (struct ivl){ d->key, d->key_len,
+							  d->range_end_len ? d->range_end : NULL,
+							  d->range_end_len });
+	}
+	for (size_t i = 0; err == 0 && i < n; i++)
+		if (ops[i].type == KV_OP_TXN)
+			err = check_nested(ops[i].u.txn, depth, puts, dels);
+	for (size_t i = 0; err == 0 && i < n; i++) {
+		const struct kv_put_req *p = &ops[i].u.put;
+		if (ops[i].type != KV_OP_PUT)
+			continue;
+		if (ivs_has_point(puts, p->key, p->key_len) ||
+		    ivs_intersects(dels, p->key, p->key_len))
+			err = KV_EDUPLICATEKEY;
+		else
+			err = ivs_add(puts, (struct ivl){ p->key, p->key_len, NULL, 0 });
+	}
+	return err;
+}
+
+static int check_txn(const struct kv_txn_req *t)
+{
+	struct ivs p = { 0 }, d = { 0 };
+	if (t->n_compares > KV_MAX_TXN_OPS)
+		return KV_ETOOMANYOPS;
+	int err = check_intervals(t->success, t->n_success, 1, &p, &d);
+	free(p.v);
+	free(d.v);
+	p = (struct ivs){ 0 };
+	d = (struct ivs){ 0 };
+	if (err == 0)
+		err = check_intervals(t->failure, t->n_failure, 1, &p, &d);
+	free(p.v);
+	free(d.v);
+	return err;
+}
+
+/* ---- Txn: compares (etcd applyCompare) ------------------------------------ */
+
+struct cmp_ctx {
+	struct mvcc_req *r;
+	const struct kv_compare *c;
+	bool ok;
+	bool any;
+};
+
+static int cmp_i64(int64_t a, int64_t b)
+{
+	return a < b ? -1 : (a > b ? 1 : 0);
+}
+
+static bool compare_holds(const struct kv_compare *c, const struct mvcc_rec *rec, int64_t mod)
+{
+	int r;
+	switch (c->target) {
+	case KV_CMP_VALUE:
+		r = mvcc__bytes_cmp(rec->value, rec->value_len, c->value, c->value_len);
+		break;
+	case KV_CMP_VERSION:
+		r = cmp_i64(rec->version, c->number);
+		break;
+	case KV_CMP_CREATE:
+		r = cmp_i64(rec->create, c->number);
+		break;
+	case KV_CMP_MOD:
+		r = cmp_i64(mod, c->number);
+		break;
+	default:
+		r = cmp_i64(rec->lease, c->number);
+		break;
+	}
+	switch (c->result) {
+	case KV_CMP_EQUAL:
+		return r == 0;
+	case KV_CMP_GREATER:
+		return r > 0;
+	case KV_CMP_LESS:
+		return r < 0;
+	default:
+		return r != 0;
+	}
+}
+
+#define CMP_STOP 1 /* positive: stops the scan without an error */
+
+static int cmp_cb(void *arg, const uint8_t *key, size_t key_len, const struct mvcc_ver *ver)
+{
+	struct cmp_ctx *c = arg;
+	struct mvcc_rec rec;
+	(void)key;
+	(void)key_len;
+	c->any = true;
+	int err = mvcc__rec_get(c->r->s, c->r->txn, ver->main, ver->sub, &rec);
+	if (err != 0)
+		return err;
+	if (!compare_holds(c->c, &rec, ver->main)) {
+		c->ok = false;
+		return CMP_STOP;
+	}
+	return 0;
+}
+
+/* Evaluated at r->base: the state before the Txn, for nested Txns too. */
+static int compares_hold(struct mvcc_req *r, const struct kv_txn_req *t, bool *out)
+{
+	*out = true;
+	for (size_t i = 0; i < t->n_compares && *out; i++) {
+		const struct kv_compare *c = &t->compares[i];
+		int err = mvcc__check_key(c->key, c->key_len);
+		if (err != 0)
+			return err;
+		if ((unsigned)c->result > KV_CMP_NOT_EQUAL || (unsigned)c->target > KV_CMP_LEASE)
+			return KV_EINVAL;
+		struct cmp_ctx cc = { .r = r, .c = c, .ok = true };
+		err = mvcc__scan(r->s, r->txn, c->key, c->key_len, c->range_end, c->range_end_len,
+				 r->base, cmp_cb, &cc);
+		if (err < 0)
+			return err;
+		if (!cc.any) {
+			struct mvcc_rec zero = { 0 };
+			cc.ok = c->target != KV_CMP_VALUE && compare_holds(c, &zero, 0);
+		}
+		*out = cc.ok;
+	}
+	return 0;
+}
+
+static void op_resp_free(struct kv_op_resp *o)
+{
+	switch (o->type) {
+	case KV_OP_RANGE:
+		kv_range_resp_free(&o->u.range);
+		break;
+	case KV_OP_PUT:
+		kv_put_resp_free(&o->u.put);
+		break;
+	case KV_OP_DELETE:
+		kv_delete_resp_free(&o->u.del);
+		break;
+	case KV_OP_TXN:
+		kv_txn_resp_free(o->u.txn);
+		free(o->u.txn);
+		o->u.txn = NULL;
+		break;
+	}
+}
+
+void kv_txn_resp_free(struct kv_txn_resp *resp)
+{
+	if (resp == NULL)
+		return;
+	for (size_t i = 0; i < resp->n_responses; i++)
+		op_resp_free(&resp->responses[i]);
+	free(resp->responses);
+	memset(resp, 0, sizeof *resp);
+}
+
+static int do_txn(struct mvcc_req *r, const struct kv_txn_req *t, struct kv_txn_resp *resp)
+{
+	bool ok;
+	memset(resp, 0, sizeof *resp);
+	int err = compares_hold(r, t, &ok);
+	if (err != 0)
+		return err;
+	resp->succeeded = ok;
+	const struct kv_op *ops = ok ? t->success : t->failure;
+	size_t n = ok ? t->n_success : t->n_failure;
+	if (n == 0)
+		return 0;
+	resp->responses = calloc(n, sizeof *resp->responses);
+	if (resp->responses == NULL)
+		return KV_ENOMEM;
+	for (size_t i = 0; i < n && err == 0; i++) {
+		struct kv_op_resp *o = &resp->responses[i];
+		o->type = ops[i].type;
+		resp->n_responses++;
+		switch (ops[i].type) {
+		case KV_OP_RANGE:
+			err = mvcc__range(r->s, r->txn, req_view(r), r->base, r->compacted,
+					  &ops[i].u.range, &o->u.range);
+			break;
+		case KV_OP_PUT:
+			err = do_put(r, &ops[i].u.put, &o->u.put);
+			break;
+		case KV_OP_DELETE:
+			err = do_delete(r, &ops[i].u.del, &o->u.del);
+			break;
+		case KV_OP_TXN:
+			o->u.txn = calloc(1, sizeof *o->u.txn);
+			err = o->u.txn ? do_txn(r, ops[i].u.txn, o->u.txn) : KV_ENOMEM;
+			break;
+		default:
+			o->type = KV_OP_RANGE; /* nothing to free */
+			err = KV_EINVAL;
+			break;
+		}
+	}
+	return err;
+}
+
+/* Every header of a Txn's responses carries the Txn's revision. */
+static void set_revision(struct kv_txn_resp *resp, int64_t rev)
+{
+	resp->revision = rev;
+	for (size_t i = 0; i < resp->n_responses; i++) {
+		struct kv_op_resp *o = &resp->responses[i];
+		switch (o->type) {
+		case KV_OP_RANGE:
+			o->u.range.revision = rev;
+			break;
+		case KV_OP_PUT:
+			o->u.put.revision = rev;
+			break;
+		case KV_OP_DELETE:
+			o->u.del.revision = rev;
+			break;
+		case KV_OP_TXN:
+			set_revision(o->u.txn, rev);
+			break;
+		}
+	}
+}
+
+/* etcd's capped applier refuses a Txn with a Put on any path. */
+static bool txn_has_put(const struct kv_txn_req *t)
+{
+	const struct kv_op *lists[2] = { t->success, t->failure };
+	size_t ns[2] = { t->n_success, t->n_failure };
+	for (int l = 0; l < 2; l++)
+		for (size_t i = 0; i < ns[l]; i++)
+			if (lists[l][i].type == KV_OP_PUT ||
+			    (lists[l][i].type == KV_OP_TXN && lists[l][i].u.txn &&
+			     txn_has_put(lists[l][i].u.txn)))
+				return true;
+	return false;
+}
+
+int kv_txn(struct kv_wtx *w, const struct kv_txn_req *req, struct kv_txn_resp *resp)
+{
+	struct mvcc_req r;
+	memset(resp, 0, sizeof *resp);
+	int err = check_txn(req); /* bounds the depth before txn_has_put recurses */
+	if (err == 0 && txn_has_put(req))
+		err = mvcc__quota_check(w->s, w->txn);
+	if (err != 0)
+		return err;
+	err = mvcc__req_begin(w, &r);
+	if (err != 0)
+		return err;
+	err = do_txn(&r, req, resp);
+	set_revision(resp, req_view(&r));
+	err = mvcc__req_end(w, &r, err);
+	if (err != 0)
+		kv_txn_resp_free(resp);
+	return err;
+}

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "kv_mvcc.h"
+#include "tmpdir.h"
 
 #define B(s) ((const uint8_t *)(s))
 #define S(s) B(s), strlen(s)
@@ -37,28 +38,17 @@ static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof *f);
 	assert_non_null(f);
-	snprintf(f->dir, sizeof f->dir, "/tmp/mvcc-unit-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	h_tmpdir_make(f->dir, sizeof f->dir, "mvcc-unit");
 	fx_reopen(f);
 	*state = f;
 	return 0;
-}
-
-static void remove_dir(const char *dir)
-{
-	char p[128];
-	snprintf(p, sizeof p, "%s/data.mdb", dir);
-	unlink(p);
-	snprintf(p, sizeof p, "%s/lock.mdb", dir);
-	unlink(p);
-	rmdir(dir);
 }
 
 static int teardown(void **state)
 {
 	struct fx *f = *state;
 	kv_close(f->s);
-	remove_dir(f->dir);
+	h_tmpdir_remove(f->dir);
 	free(f);
 	return 0;
 }
@@ -966,7 +956,7 @@ static void test_mvcc_hash_same_log_same_hash(void **state)
 	assert_int_equal(kv_hash_kv(f->s, 0, &h1), 0);
 	assert_true(h1.hash != h2.hash);
 	kv_close(g.s);
-	remove_dir(g.dir);
+	h_tmpdir_remove(g.dir);
 }
 
 static void test_mvcc_snapshot_copy_install(void **state)
@@ -1028,7 +1018,7 @@ static void test_mvcc_snapshot_copy_install(void **state)
 	fx_reopen(&g);
 	assert_int_equal(cur_rev(&g), 10);
 	kv_close(g.s);
-	remove_dir(g.dir);
+	h_tmpdir_remove(g.dir);
 }
 
 static int put_big(struct kv_wtx *w, int i, size_t len)

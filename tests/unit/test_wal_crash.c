@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "kv_wal.h"
+#include "tmpdir.h"
 
 /* ---- fixture: a fresh directory per test ---- */
 
@@ -39,40 +40,17 @@ static int fx_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof *f);
 	assert_non_null(f);
-	const char *tmp = getenv("TMPDIR");
-	snprintf(f->dir, sizeof f->dir, "%s/cairn-walcrash-XXXXXX", tmp ? tmp : "/tmp");
-	assert_non_null(mkdtemp(f->dir));
+	h_tmpdir_make(f->dir, sizeof f->dir, "cairn-walcrash");
 	snprintf(f->wal, sizeof f->wal, "%s/wal", f->dir);
 	snprintf(f->seg1, sizeof f->seg1, "%s/%016x.wal", f->wal, 1u);
 	*state = f;
 	return 0;
 }
 
-static void rm_dir(const char *path)
-{
-	DIR *d = opendir(path);
-	if (d == NULL) {
-		return;
-	}
-	struct dirent *de;
-	char p[600];
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
-			continue;
-		}
-		snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-		if (unlink(p) != 0) {
-			rm_dir(p);
-		}
-	}
-	closedir(d);
-	rmdir(path);
-}
-
 static int fx_teardown(void **state)
 {
 	struct fx *f = *state;
-	rm_dir(f->dir);
+	h_tmpdir_remove(f->dir);
 	free(f);
 	return 0;
 }

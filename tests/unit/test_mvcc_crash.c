@@ -36,7 +36,7 @@
 
 #define ROUNDS 30
 #define NKEYS 8
-#define MAX_OPS 6           /* requests per batch */
+#define MAX_OPS 6            /* requests per batch */
 #define MAX_CHILD_BATCHES 60 /* per child; then it idles until killed */
 #define MAX_ACKS_WAITED 12
 #define ROUND_WAIT_MS 1500 /* bound on the wait for acks in one round */
@@ -99,7 +99,8 @@ static void gen_batch(uint64_t seed, uint64_t b, struct batch *out)
 		} else {
 			o->kind = OP_TXN2;
 			if (o->k2 == o->k1) {
-				o->k2 = (o->k1 + 1) % NKEYS; /* distinct: etcd's duplicate-key rule */
+				o->k2 = (o->k1 + 1) %
+					NKEYS; /* distinct: etcd's duplicate-key rule */
 			}
 		}
 	}
@@ -117,8 +118,8 @@ static void key_name(unsigned k, char out[3])
 static size_t value_of(uint64_t b, unsigned i, unsigned k, uint8_t *out)
 {
 	uint64_t s = mix(b * 131 + i * 17 + k);
-	size_t len = (s % 7 == 0) ? 1000 + (size_t)(s >> 8) % (MAX_VALUE - 1000)
-				 : 24 + (size_t)(s >> 8) % 40;
+	size_t len = (s % 7 == 0) ? 1000 + (size_t)(s >> 8) % (MAX_VALUE - 1000) :
+				    24 + (size_t)(s >> 8) % 40;
 	int h = snprintf((char *)out, len, "b%08" PRIu64 ".o%u.k%u.", b, i, k);
 	if (h < 0 || (size_t)h >= len) {
 		h = 0;
@@ -443,8 +444,8 @@ static void check_rev(struct kv_store *s, const struct model *m, int64_t rev, in
 				 " len %zu; model: create %" PRId64 " mod %" PRId64
 				 " version %" PRId64 " len %zu (batch %" PRIu64 " op %u)",
 				 seed, round, rev, name, kv->create_revision, kv->mod_revision,
-				 kv->version, kv->value_len, mk[k].create, mk[k].mod,
-				 mk[k].version, len, mk[k].batch, mk[k].op);
+				 kv->version, kv->value_len, mk[k].create, mk[k].mod, mk[k].version,
+				 len, mk[k].batch, mk[k].op);
 		}
 		j++;
 	}
@@ -456,8 +457,8 @@ static void check_rev(struct kv_store *s, const struct model *m, int64_t rev, in
 	kv_range_resp_free(&r);
 }
 
-static void check_store(struct fx *f, struct kv_store *s, uint64_t acked, int round,
-			uint64_t seed, uint64_t *rs)
+static void check_store(struct fx *f, struct kv_store *s, uint64_t acked, int round, uint64_t seed,
+			uint64_t *rs)
 {
 	struct kv_status st;
 	assert_int_equal(kv_status(s, &st), 0);
@@ -484,8 +485,7 @@ static void check_store(struct fx *f, struct kv_store *s, uint64_t acked, int ro
 	if (st.revision != f->m.rev) {
 		fail_msg("seed %" PRIu64 " round %d: applied %" PRIu64 " revision %" PRId64
 			 ", model %" PRId64 " (batch %" PRIu64 " partly or not applied?)",
-			 seed, round, st.applied_index, st.revision, f->m.rev,
-			 st.applied_index);
+			 seed, round, st.applied_index, st.revision, f->m.rev, st.applied_index);
 	}
 	assert_int_equal(st.compact_target, 0);
 	check_rev(s, &f->m, f->m.rev, round, seed);

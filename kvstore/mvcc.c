@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "mvcc_internal.h"
 
@@ -315,26 +316,27 @@ static size_t map_size(uint64_t quota)
 	return (size_t)(quota + head);
 }
 
-/* etcd's NOSPACE: the pages in use (the file's high-water mark less the free
- * pages) past the quota. The free list is read only once the high-water
- * mark is past the quota. Cost: O(free-list records) then. */
-int mvcc__quota_check(struct kv_store *s, MDB_txn *txn)
+/* The pages in use (the file's high-water mark less the free pages), in
+ * bytes. The free list is read only once the high-water mark is past the
+ * quota. Cost: O(free-list records) then. */
+static int used_bytes(struct kv_store *s, uint64_t *out)
 {
 	MDB_envinfo info;
 	MDB_stat st;
-	(void)txn; /* LMDB opens no cursor on its free DB in a write txn */
 	int rc = mdb_env_info(s->env, &info);
 	if (rc == 0)
 		rc = mdb_env_stat(s->env, &st);
 	if (rc != 0)
 		return mvcc__lmdb_err(rc);
 	uint64_t pages = (uint64_t)info.me_last_pgno + 1, psize = st.ms_psize;
-	if (pages * psize <= s->quota)
+	*out = pages * psize;
+	if (*out <= s->quota)
 		return 0;
 	MDB_txn *rtx;
 	MDB_cursor *c;
 	MDB_val k, v;
 	uint64_t free_pages = 0;
+	/* LMDB opens no cursor on its free DB in a write txn: a read txn */
 	if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &rtx)) != 0)
 		return mvcc__lmdb_err(rc);
 	if ((rc = mdb_cursor_open(rtx, 0 /* LMDB's free-page DB */, &c)) != 0) {
@@ -353,8 +355,54 @@ int mvcc__quota_check(struct kv_store *s, MDB_txn *txn)
 	mdb_txn_abort(rtx);
 	if (rc != MDB_NOTFOUND)
 		return mvcc__lmdb_err(rc);
-	uint64_t used = pages > free_pages ? pages - free_pages : 0;
-	return used * psize > s->quota ? KV_ENOSPACE : 0;
+	*out = (pages > free_pages ? pages - free_pages : 0) * psize;
+	return 0;
+}
+
+uint64_t mvcc__change_bytes(size_t key_len, size_t value_len)
+{
+	/* a rev record and an index entry, each with LMDB's node header */
+	return 2 * (uint64_t)key_len + value_len + MVCC_REC_HDR + 2 * MVCC_REV_LEN + 1 + 16;
+}
+
+/* etcd's NOSPACE: the pages in use when the batch began, plus what the
+ * batch's writes may have added, plus `adding`, past the quota. */
+int mvcc__quota_check(struct kv_wtx *w, uint64_t adding)
+{
+	if (!w->have_used) {
+		int err = used_bytes(w->s, &w->used_bytes);
+		if (err != 0)
+			return mvcc__wtx_fail(w, err);
+		w->have_used = true;
+	}
+	return w->used_bytes + w->grown + adding > w->s->quota ? KV_ENOSPACE : 0;
+}
+
+/* mdb_txn_commit's error. LMDB reports a write cut short by a full file
+ * system as EIO (it writes pages with pwrite/writev and takes a short
+ * count for an I/O error): when the file system has less room left than a
+ * few pages, say so. */
+int mvcc__commit_err(struct kv_store *s, int rc)
+{
+	int err = mvcc__lmdb_err(rc);
+	int fd;
+	struct statvfs sv;
+	if (err == KV_EIO && mdb_env_get_fd(s->env, &fd) == 0 && fstatvfs(fd, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < ((uint64_t)1 << 20))
+		err = KV_EDISKFULL;
+	return err;
+}
+
+bool mvcc__store_err(int err)
+{
+	return err == KV_ENOMEM || err == KV_EIO || err == KV_ECORRUPT || err == KV_EDISKFULL;
+}
+
+int mvcc__wtx_fail(struct kv_wtx *w, int err)
+{
+	if (err != 0 && w->err == 0)
+		w->err = err;
+	return err;
 }
 
 /* Opens s->env on s->dir and its sub-databases. */
@@ -367,7 +415,7 @@ static int env_open(struct kv_store *s)
 	if ((rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
 	    (rc = mdb_env_set_mapsize(s->env, map_size(s->quota))) != 0)
 		goto err_env;
-	unsigned flags = MDB_NOTLS | (s->no_sync ? MDB_NOSYNC : 0u);
+	unsigned flags = MDB_NOTLS | MDB_NOMETASYNC | (s->no_sync ? MDB_NOSYNC : 0u);
 	rc = mdb_env_open(s->env, s->dir, flags, 0600);
 	if (rc != 0)
 		goto err_env;
@@ -541,8 +589,12 @@ int kv_status(struct kv_store *s, struct kv_status *out)
 
 int kv_set_ids(struct kv_wtx *w, uint64_t cluster_id, uint64_t member_id)
 {
+	if (w->err != 0)
+		return w->err;
 	int err = mvcc__meta_put(w->s, w->txn, "cluster_id", (int64_t)cluster_id);
-	return err ? err : mvcc__meta_put(w->s, w->txn, "member_id", (int64_t)member_id);
+	if (err == 0)
+		err = mvcc__meta_put(w->s, w->txn, "member_id", (int64_t)member_id);
+	return mvcc__wtx_fail(w, err);
 }
 
 /* ---- Write transactions -------------------------------------------------- */
@@ -584,11 +636,13 @@ int kv_txn_commit(struct kv_wtx *w, uint64_t applied_index)
 int kv_txn_commit_events(struct kv_wtx *w, uint64_t applied_index, struct kv_events *out)
 {
 	struct kv_store *s = w->s;
-	int err = mvcc__meta_put(s, w->txn, "rev", w->rev);
+	int err = w->err;
+	if (err == 0)
+		err = mvcc__meta_put(s, w->txn, "rev", w->rev);
 	if (err == 0)
 		err = mvcc__meta_put(s, w->txn, "applied", (int64_t)applied_index);
 	if (err == 0)
-		err = mvcc__lmdb_err(mdb_txn_commit(w->txn));
+		err = mvcc__commit_err(s, mdb_txn_commit(w->txn));
 	else
 		mdb_txn_abort(w->txn);
 	if (err == 0 && out != NULL) {
@@ -714,22 +768,30 @@ static bool pruned(const struct kv_range_req *r, const struct kv_kv *kv)
 	       (r->min_create_revision && kv->create_revision < r->min_create_revision);
 }
 
-/* etcd's v3 server Range (apply.go) over mvcc's rangeKeys. */
-int mvcc__range(struct kv_store *s, MDB_txn *txn, int64_t view, int64_t max_rev, int64_t compacted,
-		const struct kv_range_req *req, struct kv_range_resp *resp)
+int mvcc__range_check(const struct kv_range_req *req, int64_t max_rev, int64_t compacted)
 {
-	memset(resp, 0, sizeof *resp);
 	int err = mvcc__check_key(req->key, req->key_len);
 	if (err != 0)
 		return err;
 	if ((unsigned)req->sort_order > KV_SORT_DESCEND ||
 	    (unsigned)req->sort_target > KV_SORT_VALUE || req->limit < 0)
 		return KV_EINVAL;
-	int64_t rev = req->revision;
-	if (rev > max_rev)
+	if (req->revision > max_rev)
 		return KV_EFUTUREREV;
-	if (rev <= 0)
-		rev = view;
+	if (req->revision > 0 && req->revision < compacted)
+		return KV_ECOMPACTED;
+	return 0;
+}
+
+/* etcd's v3 server Range (apply.go) over mvcc's rangeKeys. */
+int mvcc__range(struct kv_store *s, MDB_txn *txn, int64_t view, int64_t max_rev, int64_t compacted,
+		const struct kv_range_req *req, struct kv_range_resp *resp)
+{
+	memset(resp, 0, sizeof *resp);
+	int err = mvcc__range_check(req, max_rev, compacted);
+	if (err != 0)
+		return err;
+	int64_t rev = req->revision > 0 ? req->revision : view;
 	if (rev < compacted)
 		return KV_ECOMPACTED;
 

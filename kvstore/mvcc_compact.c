@@ -11,6 +11,8 @@ int kv_compact(struct kv_wtx *w, int64_t rev)
 {
 	/* etcd: compacting at or below the compacted revision, or past the
 	 * current one, is refused. */
+	if (w->err != 0)
+		return w->err;
 	if (rev <= w->compacted)
 		return KV_ECOMPACTED;
 	if (rev > w->rev)
@@ -25,7 +27,7 @@ int kv_compact(struct kv_wtx *w, int64_t rev)
 	}
 	if (err == 0)
 		w->compacted = rev;
-	return err;
+	return mvcc__wtx_fail(w, err);
 }
 
 struct hist {
@@ -156,7 +158,7 @@ out:
 	if (c != NULL)
 		mdb_cursor_close(c);
 	if (err == 0)
-		return mvcc__lmdb_err(mdb_txn_commit(txn));
+		return mvcc__commit_err(s, mdb_txn_commit(txn));
 	*done = false;
 	mdb_txn_abort(txn);
 	return err;

@@ -33,9 +33,16 @@ struct kv_wtx {
 	int64_t compacted;
 	struct kv_events ev; /* the batch's events so far */
 	size_t ev_cap;
+	int err;             /* != 0: the batch failed (see mvcc__wtx_fail) */
+	bool have_used;      /* used_bytes computed */
+	uint64_t used_bytes; /* pages in use at the batch's start, in bytes */
+	uint64_t grown;      /* bytes the batch's writes may add (quota) */
 };
 
-/* One request (Put, DeleteRange, Txn) inside a batch: a nested LMDB txn. */
+/* One request (Put, DeleteRange, Txn, lease revoke) inside a batch. It runs
+ * in the batch's own LMDB transaction: every check that can refuse it runs
+ * before its first write, so a refused request changes nothing; an error
+ * after its first write (dirty) fails the whole batch. */
 struct mvcc_req {
 	struct kv_wtx *w;
 	struct kv_store *s;
@@ -44,7 +51,7 @@ struct mvcc_req {
 	int64_t main; /* base + 1: the revision its changes get */
 	int64_t sub;  /* changes so far */
 	int64_t compacted;
-	size_t ev_mark; /* the batch's event count before the request */
+	bool dirty; /* it has written something */
 };
 
 /* A decoded record; pointers into LMDB memory, valid until the next write. */
@@ -95,13 +102,33 @@ int mvcc__scan(struct kv_store *s, MDB_txn *txn, const uint8_t *key, size_t key_
 	       const uint8_t *end, size_t end_len, int64_t rev, mvcc_scan_cb cb, void *ctx);
 int mvcc__check_key(const uint8_t *key, size_t key_len);
 
-/* A request: begin (nested txn), end (commit into the batch if err is 0,
- * else drop it and its events); one change of a key. mvcc_write.c. */
+/* mdb_txn_commit's return code as a kv error (a full disk is KV_EDISKFULL
+ * even where LMDB says EIO). */
+int mvcc__commit_err(struct kv_store *s, int rc);
+/* Errors that say nothing about the request but about this member (memory,
+ * the disk, LMDB): they fail the batch, whatever the request. */
+bool mvcc__store_err(int err);
+/* Records err as the batch's failure: every later call on w returns it and
+ * kv_txn_commit aborts. Returns err. */
+int mvcc__wtx_fail(struct kv_wtx *w, int err);
+
+/* A request: begin (w->err if the batch failed already); end: err 0 takes
+ * the revision if anything changed; a refusal before any write leaves the
+ * batch as it was; anything else fails the batch. mvcc_write.c. */
 int mvcc__req_begin(struct kv_wtx *w, struct mvcc_req *r);
 int mvcc__req_end(struct kv_wtx *w, struct mvcc_req *r, int err);
-int mvcc__write_change(struct mvcc_req *r, const uint8_t *key, size_t key_len, unsigned flags,
-		       int64_t create, int64_t version, int64_t lease, const uint8_t *value,
-		       size_t value_len);
+/* One change of a key at (r->main, r->sub): rec is the new record (its key,
+ * value, flags, create, version, lease); cur the key's live record at the
+ * request's view (NULL: none) and cur_mod its mod revision. Records the
+ * event, moves the key between leases, writes both indexes. rec and cur may
+ * point into LMDB memory; they are copied before the first write. Marks r
+ * dirty. */
+int mvcc__write_change(struct mvcc_req *r, const struct mvcc_rec *rec, const struct mvcc_rec *cur,
+		       int64_t cur_mod);
+/* The live record of key at the request's view: 0 (rec points into LMDB
+ * memory, valid until the next write), or KV_ENOTFOUND. */
+int mvcc__load_live(struct mvcc_req *r, const uint8_t *key, size_t key_len, struct mvcc_rec *rec,
+		    int64_t *mod);
 
 /* Lease bookkeeping of one change of key: detach from old, attach to new
  * (0: none). mvcc_lease.c. */
@@ -109,9 +136,15 @@ int mvcc__lease_move(struct mvcc_req *r, const uint8_t *key, size_t key_len, int
 		     int64_t new_lease);
 int mvcc__lease_exists(struct mvcc_req *r, int64_t id);
 
-/* KV_ENOSPACE when the store is past its quota. mvcc.c. */
-int mvcc__quota_check(struct kv_store *s, MDB_txn *txn);
+/* KV_ENOSPACE when the store would pass its quota with `adding` more bytes
+ * on top of what the batch has written. mvcc.c. */
+int mvcc__quota_check(struct kv_wtx *w, uint64_t adding);
+/* Bytes a change of a key of key_len with value_len may add to the store:
+ * both indexes and LMDB's per-node overhead. */
+uint64_t mvcc__change_bytes(size_t key_len, size_t value_len);
 
+/* The checks of a Range that can refuse it: key, options, revision. */
+int mvcc__range_check(const struct kv_range_req *req, int64_t max_rev, int64_t compacted);
 /* Range as of `view` (the header revision); an explicit revision above
  * `max_rev` is a future revision. */
 int mvcc__range(struct kv_store *s, MDB_txn *txn, int64_t view, int64_t max_rev, int64_t compacted,

@@ -5,6 +5,10 @@
 
 #include "mvcc_internal.h"
 
+/* What a lease may add to the store, for the quota: its node and a share
+ * of a page. */
+#define LEASE_BYTES 128
+
 static MDB_val lease_key(uint8_t *buf, int64_t id)
 {
 	mvcc__be64_put(buf, (uint64_t)id);
@@ -78,26 +82,34 @@ static int lease_get(struct kv_store *s, MDB_txn *txn, int64_t id, struct kv_lea
 int kv_lease_grant(struct kv_wtx *w, int64_t id, int64_t ttl)
 {
 	struct kv_lease l;
+	if (w->err != 0)
+		return w->err;
 	if (id == 0 || ttl < 0)
 		return KV_EINVAL;
-	int err = mvcc__quota_check(w->s, w->txn);
+	int err = mvcc__quota_check(w, LEASE_BYTES);
 	if (err != 0)
 		return err;
 	err = lease_get(w->s, w->txn, id, &l);
 	if (err == 0)
 		return KV_ELEASEEXIST;
 	if (err != KV_ELEASENOTFOUND)
-		return err;
-	return lease_put(w, id, ttl, 0);
+		return mvcc__wtx_fail(w, err);
+	return mvcc__wtx_fail(w, lease_put(w, id, ttl, 0));
 }
 
 int kv_lease_checkpoint(struct kv_wtx *w, int64_t id, int64_t remaining_ttl)
 {
 	struct kv_lease l;
+	if (w->err != 0)
+		return w->err;
 	if (remaining_ttl < 0)
 		return KV_EINVAL;
 	int err = lease_get(w->s, w->txn, id, &l);
-	return err ? err : lease_put(w, id, l.ttl, remaining_ttl);
+	if (err == KV_ELEASENOTFOUND)
+		return err;
+	if (err != 0)
+		return mvcc__wtx_fail(w, err);
+	return mvcc__wtx_fail(w, lease_put(w, id, l.ttl, remaining_ttl));
 }
 
 /* The attached keys of a lease, in key order: each is its own allocation. */
@@ -163,17 +175,28 @@ int kv_lease_revoke(struct kv_wtx *w, int64_t id, int64_t *revision)
 	struct kv_lease_info keys = { 0 };
 	*revision = w->rev;
 	int err = mvcc__req_begin(w, &r);
-	if (err != 0)
-		return err;
-	err = lease_get(w->s, r.txn, id, &l);
+	if (err == 0)
+		err = lease_get(w->s, r.txn, id, &l);
 	if (err == 0)
 		err = lease_keys(w->s, r.txn, id, &keys);
-	for (size_t i = 0; err == 0 && i < keys.n_keys; i++)
-		err = mvcc__write_change(&r, keys.keys[i], keys.key_lens[i], MVCC_TOMBSTONE, 0, 0,
-					 0, NULL, 0);
+	for (size_t i = 0; err == 0 && i < keys.n_keys; i++) {
+		struct mvcc_rec cur;
+		int64_t mod;
+		err = mvcc__load_live(&r, keys.keys[i], keys.key_lens[i], &cur, &mod);
+		if (err == KV_ENOTFOUND) {
+			err = KV_ECORRUPT; /* an attached key is live */
+			break;
+		}
+		struct mvcc_rec rec = { .flags = MVCC_TOMBSTONE,
+					.key = keys.keys[i],
+					.key_len = keys.key_lens[i] };
+		if (err == 0)
+			err = mvcc__write_change(&r, &rec, &cur, mod);
+	}
 	if (err == 0) {
 		uint8_t b[8];
 		MDB_val k = lease_key(b, id);
+		r.dirty = true;
 		err = mvcc__lmdb_err(mdb_del(r.txn, w->s->lease_db, &k, NULL));
 	}
 	kv_lease_info_free(&keys);

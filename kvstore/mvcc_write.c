@@ -1,6 +1,8 @@
 /* mvcc_write.c: the write requests of a batch: Put, DeleteRange and Txn, each
- * in a nested LMDB transaction so that a failed request leaves no change, each
- * taking one main revision when it changes something (etcd mvcc). */
+ * taking one main revision when it changes something (etcd mvcc). They run in
+ * the batch's LMDB transaction: a request is checked whole before its first
+ * write (a Txn's compares and every op of the branch it takes), so a refused
+ * request leaves no trace, and an error after a write fails the batch. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,27 +12,23 @@ int mvcc__req_begin(struct kv_wtx *w, struct mvcc_req *r)
 {
 	memset(r, 0, sizeof *r);
 	r->w = w;
-	r->ev_mark = w->ev.n;
 	r->s = w->s;
+	r->txn = w->txn;
 	r->base = w->rev;
 	r->main = w->rev + 1;
 	r->compacted = w->compacted;
-	return mvcc__lmdb_err(mdb_txn_begin(w->s->env, w->txn, 0, &r->txn));
+	return w->err;
 }
 
-/* Commits the request into the batch if err is 0, else drops it. */
 int mvcc__req_end(struct kv_wtx *w, struct mvcc_req *r, int err)
 {
-	if (err != 0) {
-		mdb_txn_abort(r->txn);
-		mvcc__events_truncate(&w->ev, r->ev_mark);
-		return err;
+	if (err == 0) {
+		if (r->sub > 0)
+			w->rev = r->main;
+		return 0;
 	}
-	err = mvcc__lmdb_err(mdb_txn_commit(r->txn));
-	if (err != 0)
-		mvcc__events_truncate(&w->ev, r->ev_mark);
-	if (err == 0 && r->sub > 0)
-		w->rev = r->main;
+	if (r->dirty || mvcc__store_err(err))
+		return mvcc__wtx_fail(w, err);
 	return err;
 }
 
@@ -40,28 +38,43 @@ static int64_t req_view(const struct mvcc_req *r)
 	return r->sub > 0 ? r->main : r->base;
 }
 
-/* The live kv of key as the request sees it, copied: 0, or KV_ENOTFOUND. */
-static int load_live(struct mvcc_req *r, const uint8_t *key, size_t key_len, int64_t rev,
-		     struct kv_kv *out)
+int mvcc__load_live(struct mvcc_req *r, const uint8_t *key, size_t key_len, struct mvcc_rec *rec,
+		    int64_t *mod)
 {
 	struct mvcc_ver ver;
-	struct mvcc_rec rec;
-	memset(out, 0, sizeof *out);
-	int err = mvcc__lookup(r->s, r->txn, key, key_len, rev, &ver);
+	int err = mvcc__lookup(r->s, r->txn, key, key_len, req_view(r), &ver);
 	if (err != 0)
 		return err;
 	if (ver.tombstone)
 		return KV_ENOTFOUND;
-	err = mvcc__rec_get(r->s, r->txn, ver.main, ver.sub, &rec);
-	return err ? err : mvcc__kv_from_rec(&rec, ver.main, false, out);
+	*mod = ver.main;
+	return mvcc__rec_get(r->s, r->txn, ver.main, ver.sub, rec);
 }
 
 /* Records the change as an event of the batch. Its prev kv is the key's
- * live kv at main - 1, as etcd's watch reads it (not an earlier write of
- * the same Txn), so that kv_events_read gives the same event. */
-static int add_event(struct mvcc_req *r, const struct mvcc_rec *rec)
+ * live kv before the request (at r->base, as etcd's watch reads it, not an
+ * earlier write of the same Txn), so that kv_events_read gives the same
+ * event: cur (the live record at the request's view) is that one unless the
+ * request has written already and cur is absent or its own. */
+static int add_event(struct mvcc_req *r, const struct mvcc_rec *rec, const struct mvcc_rec *cur,
+		     int64_t cur_mod, struct kv_event **out)
 {
 	struct kv_wtx *w = r->w;
+	struct mvcc_rec base_rec;
+	int err;
+	if (r->sub > 0 && (cur == NULL || cur_mod == r->main)) {
+		struct mvcc_ver ver;
+		cur = NULL;
+		err = mvcc__lookup(r->s, r->txn, rec->key, rec->key_len, r->base, &ver);
+		if (err == 0 && !ver.tombstone) {
+			if ((err = mvcc__rec_get(r->s, r->txn, ver.main, ver.sub, &base_rec)) != 0)
+				return err;
+			cur = &base_rec;
+			cur_mod = ver.main;
+		} else if (err != 0 && err != KV_ENOTFOUND) {
+			return err;
+		}
+	}
 	if (w->ev.n == w->ev_cap) {
 		size_t cap = w->ev_cap ? w->ev_cap * 2 : 16;
 		struct kv_event *e = realloc(w->ev.events, cap * sizeof *e);
@@ -73,12 +86,10 @@ static int add_event(struct mvcc_req *r, const struct mvcc_rec *rec)
 	struct kv_event *e = &w->ev.events[w->ev.n];
 	memset(e, 0, sizeof *e);
 	e->type = (rec->flags & MVCC_TOMBSTONE) ? KV_EVENT_DELETE : KV_EVENT_PUT;
-	int err = mvcc__kv_from_rec(rec, r->main, e->type == KV_EVENT_DELETE, &e->kv);
-	if (err == 0) {
-		err = load_live(r, rec->key, rec->key_len, r->base, &e->prev_kv);
+	err = mvcc__kv_from_rec(rec, r->main, e->type == KV_EVENT_DELETE, &e->kv);
+	if (err == 0 && cur != NULL) {
+		err = mvcc__kv_from_rec(cur, cur_mod, false, &e->prev_kv);
 		e->has_prev_kv = err == 0;
-		if (err == KV_ENOTFOUND)
-			err = 0;
 	}
 	if (err != 0) {
 		mvcc__kv_free(&e->kv);
@@ -86,43 +97,43 @@ static int add_event(struct mvcc_req *r, const struct mvcc_rec *rec)
 		return err;
 	}
 	w->ev.n++;
+	*out = e;
 	return 0;
 }
 
-int mvcc__write_change(struct mvcc_req *r, const uint8_t *key, size_t key_len, unsigned flags,
-		       int64_t create, int64_t version, int64_t lease, const uint8_t *value,
-		       size_t value_len)
+int mvcc__write_change(struct mvcc_req *r, const struct mvcc_rec *rec, const struct mvcc_rec *cur,
+		       int64_t cur_mod)
 {
-	struct mvcc_rec ev_rec = { flags, create, version, lease, key, key_len, value, value_len };
-	struct mvcc_ver cur;
-	struct mvcc_rec cur_rec;
-	int64_t old_lease = 0;
-	int err = mvcc__lookup(r->s, r->txn, key, key_len, r->main, &cur);
-	if (err == 0 && !cur.tombstone) {
-		if ((err = mvcc__rec_get(r->s, r->txn, cur.main, cur.sub, &cur_rec)) != 0)
-			return err;
-		old_lease = cur_rec.lease;
-	} else if (err != 0 && err != KV_ENOTFOUND) {
-		return err;
-	}
-	if ((err = mvcc__lease_move(r, key, key_len, old_lease, lease)) != 0)
-		return err;
-	if ((err = add_event(r, &ev_rec)) != 0)
-		return err;
-	uint8_t rk[MVCC_REV_LEN], ik[MVCC_IDX_MAX], fl = (uint8_t)flags;
-	if (value_len > UINT32_MAX - MVCC_REC_HDR - key_len)
+	struct kv_event *e;
+	r->dirty = true;
+	if (rec->value_len > UINT32_MAX - MVCC_REC_HDR - rec->key_len)
 		return KV_ETOOBIG;
+	int64_t old_lease = cur ? cur->lease : 0;
+	/* The event copies the key and the value: from here on only those
+	 * copies are read, since a write may move what rec and cur point into. */
+	int err = add_event(r, rec, cur, cur_mod, &e);
+	if (err != 0)
+		return err;
+	const uint8_t *key = e->kv.key, *value = rec->flags & MVCC_TOMBSTONE ? NULL : e->kv.value;
+	size_t key_len = e->kv.key_len, value_len = value ? e->kv.value_len : 0;
+	if ((err = mvcc__lease_move(r, key, key_len, old_lease, rec->lease)) != 0)
+		return err;
+	uint8_t rk[MVCC_REV_LEN], ik[MVCC_IDX_MAX], fl = (uint8_t)rec->flags;
 	mvcc__be64_put(rk, (uint64_t)r->main);
 	mvcc__be64_put(rk + 8, (uint64_t)r->sub);
+	/* revisions only grow: every record goes at the end of "rev", where
+	 * MDB_APPEND fills pages instead of splitting them in half */
 	MDB_val k = { sizeof rk, rk }, v = { MVCC_REC_HDR + key_len + value_len, NULL };
-	int rc = mdb_put(r->txn, r->s->rev_db, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+	int rc = mdb_put(r->txn, r->s->rev_db, &k, &v, MDB_RESERVE | MDB_APPEND);
+	if (rc == MDB_KEYEXIST)
+		return KV_ECORRUPT; /* a record at or past this revision exists */
 	if (rc != 0)
 		return mvcc__lmdb_err(rc);
 	uint8_t *p = v.mv_data;
 	p[0] = fl;
-	mvcc__be64_put(p + 1, (uint64_t)create);
-	mvcc__be64_put(p + 9, (uint64_t)version);
-	mvcc__be64_put(p + 17, (uint64_t)lease);
+	mvcc__be64_put(p + 1, (uint64_t)rec->create);
+	mvcc__be64_put(p + 9, (uint64_t)rec->version);
+	mvcc__be64_put(p + 17, (uint64_t)rec->lease);
 	uint32_t kl = (uint32_t)key_len;
 	p[25] = (uint8_t)(kl >> 24);
 	p[26] = (uint8_t)(kl >> 16);
@@ -131,24 +142,21 @@ int mvcc__write_change(struct mvcc_req *r, const uint8_t *key, size_t key_len, u
 	memcpy(p + MVCC_REC_HDR, key, key_len);
 	if (value_len)
 		memcpy(p + MVCC_REC_HDR + key_len, value, value_len);
-#ifndef NDEBUG
-	struct mvcc_rec back;
-	assert(mvcc__rec_decode(&v, &back) == 0 && back.key_len == key_len &&
-	       back.value_len == value_len && back.version == version && back.flags == flags);
-#endif
 	MDB_val ikey = { mvcc__idx_key(ik, key, key_len, (uint64_t)r->main, (uint64_t)r->sub), ik };
 	MDB_val ival = { 1, &fl };
 	rc = mdb_put(r->txn, r->s->key_db, &ikey, &ival, MDB_NOOVERWRITE);
 	if (rc != 0)
 		return mvcc__lmdb_err(rc);
+	r->w->grown += mvcc__change_bytes(key_len, value_len);
 	r->sub++;
 	return 0;
 }
 
-static int do_put(struct mvcc_req *r, const struct kv_put_req *req, struct kv_put_resp *resp)
+/* The checks of a Put that can refuse it; *have and cur: the key's live
+ * record at the request's view. */
+static int put_check(struct mvcc_req *r, const struct kv_put_req *req, bool *have,
+		     struct mvcc_rec *cur, int64_t *cur_mod)
 {
-	struct kv_kv prev;
-	memset(resp, 0, sizeof *resp);
 	int err = mvcc__check_key(req->key, req->key_len);
 	if (err != 0)
 		return err;
@@ -156,58 +164,106 @@ static int do_put(struct mvcc_req *r, const struct kv_put_req *req, struct kv_pu
 		return KV_EVALUEPROVIDED;
 	if (req->ignore_lease && req->lease)
 		return KV_ELEASEPROVIDED;
-	err = load_live(r, req->key, req->key_len, req_view(r), &prev);
-	bool have = err == 0;
+	err = mvcc__load_live(r, req->key, req->key_len, cur, cur_mod);
+	*have = err == 0;
 	if (err != 0 && err != KV_ENOTFOUND)
 		return err;
-	if ((req->ignore_value || req->ignore_lease) && !have)
+	if ((req->ignore_value || req->ignore_lease) && !*have)
 		return KV_EKEYNOTFOUND;
-	if (!req->ignore_lease && req->lease != 0 &&
-	    (err = mvcc__lease_exists(r, req->lease)) != 0) {
-		mvcc__kv_free(&prev);
+	if (!req->ignore_lease && req->lease != 0)
+		return mvcc__lease_exists(r, req->lease);
+	return 0;
+}
+
+static int do_put(struct mvcc_req *r, const struct kv_put_req *req, struct kv_put_resp *resp)
+{
+	struct mvcc_rec cur;
+	int64_t cur_mod = 0;
+	bool have;
+	memset(resp, 0, sizeof *resp);
+	int err = put_check(r, req, &have, &cur, &cur_mod);
+	if (err != 0)
 		return err;
-	}
-	err = mvcc__write_change(r, req->key, req->key_len, 0,
-				 have ? prev.create_revision : r->main, have ? prev.version + 1 : 1,
-				 req->ignore_lease ? prev.lease : req->lease,
-				 req->ignore_value ? prev.value : req->value,
-				 req->ignore_value ? prev.value_len : req->value_len);
-	resp->revision = r->main;
-	if (err == 0 && have && req->prev_kv) {
-		resp->prev_kv = prev;
+	if (have && req->prev_kv) { /* copied before writes may move cur */
+		if ((err = mvcc__kv_from_rec(&cur, cur_mod, false, &resp->prev_kv)) != 0)
+			return err;
 		resp->has_prev_kv = true;
-	} else {
-		mvcc__kv_free(&prev);
 	}
+	struct mvcc_rec rec = {
+		.create = have ? cur.create : r->main,
+		.version = have ? cur.version + 1 : 1,
+		.lease = req->ignore_lease ? cur.lease : req->lease,
+		.key = req->key,
+		.key_len = req->key_len,
+		.value = req->ignore_value ? cur.value : req->value,
+		.value_len = req->ignore_value ? cur.value_len : req->value_len,
+	};
+	err = mvcc__write_change(r, &rec, have ? &cur : NULL, cur_mod);
+	resp->revision = r->main;
 	return err;
 }
 
+struct del_item {
+	uint8_t *key;
+	size_t key_len;
+	struct mvcc_ver ver;
+};
+
 struct del_ctx {
-	struct kv_kv *keys; /* key only: what to tombstone */
+	struct del_item *v; /* what to tombstone, key order */
 	size_t n, cap;
 };
 
 static int del_cb(void *arg, const uint8_t *key, size_t key_len, const struct mvcc_ver *ver)
 {
 	struct del_ctx *c = arg;
-	(void)ver;
 	if (c->n == c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 8;
-		struct kv_kv *k = realloc(c->keys, cap * sizeof *k);
-		if (k == NULL)
+		struct del_item *v = realloc(c->v, cap * sizeof *v);
+		if (v == NULL)
 			return KV_ENOMEM;
-		c->keys = k;
+		c->v = v;
 		c->cap = cap;
 	}
-	struct kv_kv *kv = &c->keys[c->n];
-	memset(kv, 0, sizeof *kv);
-	kv->key = malloc(key_len + 1);
-	if (kv->key == NULL)
+	struct del_item *d = &c->v[c->n];
+	d->key = malloc(key_len + 1);
+	if (d->key == NULL)
 		return KV_ENOMEM;
-	memcpy(kv->key, key, key_len);
-	kv->key_len = key_len;
+	memcpy(d->key, key, key_len);
+	d->key_len = key_len;
+	d->ver = *ver;
 	c->n++;
 	return 0;
+}
+
+/* Tombstones every live key of [key, end) at the request's view; prevs (if
+ * not NULL, n entries) get copies of their live kvs. The keys' records are
+ * read as they are tombstoned: a tombstone only adds at the end of "rev". */
+static int delete_keys(struct mvcc_req *r, const struct del_item *keys, size_t n,
+		       struct kv_kv *prevs)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct mvcc_rec cur;
+		int err = mvcc__rec_get(r->s, r->txn, keys[i].ver.main, keys[i].ver.sub, &cur);
+		if (err == 0 && prevs != NULL)
+			err = mvcc__kv_from_rec(&cur, keys[i].ver.main, false, &prevs[i]);
+		struct mvcc_rec rec = { .flags = MVCC_TOMBSTONE,
+					.key = keys[i].key,
+					.key_len = keys[i].key_len };
+		if (err == 0)
+			err = mvcc__write_change(r, &rec, &cur, keys[i].ver.main);
+		if (err != 0)
+			return err;
+	}
+	return 0;
+}
+
+static void del_ctx_free(struct del_ctx *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		free(c->v[i].key);
+	free(c->v);
+	memset(c, 0, sizeof *c);
 }
 
 static int do_delete(struct mvcc_req *r, const struct kv_delete_req *req,
@@ -220,32 +276,24 @@ static int do_delete(struct mvcc_req *r, const struct kv_delete_req *req,
 		return err;
 	err = mvcc__scan(r->s, r->txn, req->key, req->key_len, req->range_end, req->range_end_len,
 			 req_view(r), del_cb, &c);
-	/* Reads first (the prev kvs at the request's view), then the writes. */
 	struct kv_kv *prevs = NULL;
-	size_t n_prevs = 0;
 	if (err == 0 && c.n && req->prev_kv) {
 		prevs = calloc(c.n, sizeof *prevs);
 		if (prevs == NULL)
 			err = KV_ENOMEM;
 	}
-	for (; err == 0 && prevs && n_prevs < c.n; n_prevs++)
-		err = load_live(r, c.keys[n_prevs].key, c.keys[n_prevs].key_len, req_view(r),
-				&prevs[n_prevs]);
-	for (size_t i = 0; err == 0 && i < c.n; i++)
-		err = mvcc__write_change(r, c.keys[i].key, c.keys[i].key_len, MVCC_TOMBSTONE, 0, 0,
-					 0, NULL, 0);
-	if (err == 0 && req->prev_kv) {
+	if (err == 0)
+		err = delete_keys(r, c.v, c.n, prevs);
+	if (err == 0 && prevs != NULL) {
 		resp->prev_kvs = prevs;
 		resp->n_prev_kvs = c.n;
-	} else {
-		for (size_t i = 0; i < n_prevs; i++)
+	} else if (prevs != NULL) {
+		for (size_t i = 0; i < c.n; i++)
 			mvcc__kv_free(&prevs[i]);
 		free(prevs);
 	}
-	for (size_t i = 0; i < c.n; i++)
-		mvcc__kv_free(&c.keys[i]);
-	free(c.keys);
 	resp->deleted = (int64_t)c.n;
+	del_ctx_free(&c);
 	return err;
 }
 
@@ -253,13 +301,12 @@ int kv_put(struct kv_wtx *w, const struct kv_put_req *req, struct kv_put_resp *r
 {
 	struct mvcc_req r;
 	memset(resp, 0, sizeof *resp);
-	int err = mvcc__quota_check(w->s, w->txn);
-	if (err != 0)
-		return err;
-	err = mvcc__req_begin(w, &r);
-	if (err != 0)
-		return err;
-	err = mvcc__req_end(w, &r, do_put(&r, req, resp));
+	int err = mvcc__req_begin(w, &r);
+	if (err == 0)
+		err = mvcc__quota_check(w, mvcc__change_bytes(req->key_len, req->value_len));
+	if (err == 0)
+		err = do_put(&r, req, resp);
+	err = mvcc__req_end(w, &r, err);
 	if (err != 0)
 		kv_put_resp_free(resp);
 	return err;
@@ -278,10 +325,10 @@ int kv_delete_range(struct kv_wtx *w, const struct kv_delete_req *req, struct kv
 	struct mvcc_req r;
 	memset(resp, 0, sizeof *resp);
 	int err = mvcc__req_begin(w, &r);
-	if (err != 0)
-		return err;
-	err = do_delete(&r, req, resp);
-	resp->revision = req_view(&r);
+	if (err == 0) {
+		err = do_delete(&r, req, resp);
+		resp->revision = req_view(&r);
+	}
 	err = mvcc__req_end(w, &r, err);
 	if (err != 0)
 		kv_delete_resp_free(resp);
@@ -324,6 +371,13 @@ static int ivs_add(struct ivs *s, struct ivl iv)
 	}
 	s->v[s->n++] = iv;
 	return 0;
+}
+
+/* The span of a DeleteRange, as an interval. */
+static struct ivl del_ivl(const struct kv_delete_req *d)
+{
+	return (struct ivl){ d->key, d->key_len, d->range_end_len ? d->range_end : NULL,
+			     d->range_end_len };
 }
 
 static bool ivs_has_point(const struct ivs *s, const uint8_t *k, size_t kl)
@@ -401,11 +455,8 @@ static int check_intervals(const struct kv_op *ops, size_t n, int depth, struct 
 	if (n > KV_MAX_TXN_OPS)
 		return KV_ETOOMANYOPS;
 	for (size_t i = 0; err == 0 && i < n; i++) {
-		const struct kv_delete_req *d = &ops[i].u.del;
 		if (ops[i].type == KV_OP_DELETE)
-			err = ivs_add(dels, (struct ivl){ d->key, d->key_len,
-							  d->range_end_len ? d->range_end : NULL,
-							  d->range_end_len });
+			err = ivs_add(dels, del_ivl(&ops[i].u.del));
 	}
 	for (size_t i = 0; err == 0 && i < n; i++)
 		if (ops[i].type == KV_OP_TXN)
@@ -560,6 +611,63 @@ void kv_txn_resp_free(struct kv_txn_resp *resp)
 	memset(resp, 0, sizeof *resp);
 }
 
+/* Whether a DeleteRange of iv removes key (its real span, where "\0" as
+ * the end means every key from k on). */
+static bool ivl_covers(const struct ivl *iv, const uint8_t *key, size_t key_len)
+{
+	if (iv->e == NULL)
+		return mvcc__bytes_cmp(iv->k, iv->kl, key, key_len) == 0;
+	if (mvcc__bytes_cmp(key, key_len, iv->k, iv->kl) < 0)
+		return false;
+	return (iv->el == 1 && iv->e[0] == 0) || mvcc__bytes_cmp(key, key_len, iv->e, iv->el) < 0;
+}
+
+/* Every check that can refuse the Txn, before its first write: compares
+ * (which pick the branches) and each op of the branches taken, in the order
+ * they run. A Put's key is looked up at the state before the Txn: check_txn
+ * refuses a key Put twice, so only an earlier DeleteRange of the Txn can
+ * have changed it (one whose end is "\0", which etcd's check lets by):
+ * dels holds the DeleteRanges so far. */
+static int txn_check(struct mvcc_req *r, const struct kv_txn_req *t, struct ivs *dels)
+{
+	bool ok, have;
+	struct mvcc_rec cur;
+	int64_t mod;
+	int err = compares_hold(r, t, &ok);
+	const struct kv_op *ops = ok ? t->success : t->failure;
+	size_t n = ok ? t->n_success : t->n_failure;
+	for (size_t i = 0; i < n && err == 0; i++) {
+		switch (ops[i].type) {
+		case KV_OP_RANGE:
+			err = mvcc__range_check(&ops[i].u.range, r->base, r->compacted);
+			break;
+		case KV_OP_PUT: {
+			const struct kv_put_req *p = &ops[i].u.put;
+			err = put_check(r, p, &have, &cur, &mod);
+			for (size_t j = 0; err == 0 && j < dels->n; j++)
+				if ((p->ignore_value || p->ignore_lease) &&
+				    ivl_covers(&dels->v[j], p->key, p->key_len))
+					err = KV_EKEYNOTFOUND;
+			break;
+		}
+		case KV_OP_DELETE: {
+			const struct kv_delete_req *d = &ops[i].u.del;
+			err = mvcc__check_key(d->key, d->key_len);
+			if (err == 0)
+				err = ivs_add(dels, del_ivl(d));
+			break;
+		}
+		case KV_OP_TXN:
+			err = ops[i].u.txn ? txn_check(r, ops[i].u.txn, dels) : KV_EINVAL;
+			break;
+		default:
+			err = KV_EINVAL;
+			break;
+		}
+	}
+	return err;
+}
+
 static int do_txn(struct mvcc_req *r, const struct kv_txn_req *t, struct kv_txn_resp *resp)
 {
 	bool ok;
@@ -626,34 +734,43 @@ static void set_revision(struct kv_txn_resp *resp, int64_t rev)
 	}
 }
 
-/* etcd's capped applier refuses a Txn with a Put on any path. */
-static bool txn_has_put(const struct kv_txn_req *t)
+/* What the Txn's Puts, on every path, may add to the store (for the quota:
+ * etcd's capped applier refuses a Txn with a Put on any path). */
+static uint64_t txn_put_bytes(const struct kv_txn_req *t)
 {
 	const struct kv_op *lists[2] = { t->success, t->failure };
 	size_t ns[2] = { t->n_success, t->n_failure };
+	uint64_t sum = 0;
 	for (int l = 0; l < 2; l++)
-		for (size_t i = 0; i < ns[l]; i++)
-			if (lists[l][i].type == KV_OP_PUT ||
-			    (lists[l][i].type == KV_OP_TXN && lists[l][i].u.txn &&
-			     txn_has_put(lists[l][i].u.txn)))
-				return true;
-	return false;
+		for (size_t i = 0; i < ns[l]; i++) {
+			const struct kv_op *o = &lists[l][i];
+			if (o->type == KV_OP_PUT)
+				sum += mvcc__change_bytes(o->u.put.key_len, o->u.put.value_len);
+			else if (o->type == KV_OP_TXN && o->u.txn)
+				sum += txn_put_bytes(o->u.txn);
+		}
+	return sum;
 }
 
 int kv_txn(struct kv_wtx *w, const struct kv_txn_req *req, struct kv_txn_resp *resp)
 {
 	struct mvcc_req r;
 	memset(resp, 0, sizeof *resp);
-	int err = check_txn(req); /* bounds the depth before txn_has_put recurses */
-	if (err == 0 && txn_has_put(req))
-		err = mvcc__quota_check(w->s, w->txn);
-	if (err != 0)
-		return err;
-	err = mvcc__req_begin(w, &r);
-	if (err != 0)
-		return err;
-	err = do_txn(&r, req, resp);
-	set_revision(resp, req_view(&r));
+	int err = mvcc__req_begin(w, &r);
+	if (err == 0)
+		err = check_txn(req); /* bounds the depth before txn_put_bytes recurses */
+	uint64_t put_bytes = err == 0 ? txn_put_bytes(req) : 0;
+	if (put_bytes > 0)
+		err = mvcc__quota_check(w, put_bytes);
+	if (err == 0) {
+		struct ivs dels = { 0 };
+		err = txn_check(&r, req, &dels);
+		free(dels.v);
+	}
+	if (err == 0) {
+		err = do_txn(&r, req, resp);
+		set_revision(resp, req_view(&r));
+	}
 	err = mvcc__req_end(w, &r, err);
 	if (err != 0)
 		kv_txn_resp_free(resp);

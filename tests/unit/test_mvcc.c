@@ -744,6 +744,63 @@ static void test_mvcc_txn_ops_one_revision(void **state)
 	kv_range_resp_free(&rr);
 }
 
+/* A DeleteRange to the end of the key space ("\0") passes etcd's duplicate
+ * check beside a Put of a key it covers. The Put after it sees the key
+ * deleted: with ignore_value that refuses the whole Txn before anything is
+ * written, and the batch goes on. Put first, then the delete: both events
+ * carry the key's kv from before the Txn as their prev kv. */
+static void test_mvcc_txn_delete_to_end_then_put(void **state)
+{
+	struct fx *f = *state;
+	put(f, "c", "old"); /* 2 */
+	struct kv_op ops[2] = {
+		{ .type = KV_OP_DELETE, .u.del = { .key = S("a"), .range_end = B("\0"), 1 } },
+		{ .type = KV_OP_PUT, .u.put = { .key = S("c"), .ignore_value = true } },
+	};
+	struct kv_txn_req t = { .success = ops, .n_success = 2 };
+	struct kv_txn_resp r;
+	struct kv_events ev;
+	struct kv_wtx *w = begin(f);
+	assert_int_equal(kv_txn(w, &t, &r), KV_EKEYNOTFOUND);
+	struct kv_put_req p = { .key = S("d"), .value = S("1") };
+	struct kv_put_resp pr;
+	assert_int_equal(kv_put(w, &p, &pr), 0); /* the batch goes on */
+	assert_int_equal(pr.revision, 3);
+	kv_put_resp_free(&pr);
+	assert_int_equal(kv_txn_commit_events(w, 7, &ev), 0);
+	assert_int_equal(ev.n, 1);
+	kv_events_free(&ev);
+	struct kv_range_req g = { .key = S("c") };
+	struct kv_range_resp rr;
+	assert_int_equal(kv_range(f->s, &g, &rr), 0);
+	assert_int_equal(rr.count, 1);
+	assert_memory_equal(rr.kvs[0].value, "old", 3);
+	kv_range_resp_free(&rr);
+
+	struct kv_op ops2[2] = {
+		{ .type = KV_OP_PUT, .u.put = { .key = S("c"), .value = S("new") } },
+		{ .type = KV_OP_DELETE, .u.del = { .key = S("b"), .range_end = B("\0"), 1 } },
+	};
+	t = (struct kv_txn_req){ .success = ops2, .n_success = 2 };
+	w = begin(f);
+	assert_int_equal(kv_txn(w, &t, &r), 0);
+	assert_int_equal(r.revision, 4);
+	kv_txn_resp_free(&r);
+	assert_int_equal(kv_txn_commit_events(w, 8, &ev), 0);
+	assert_int_equal(ev.n, 3); /* put c, delete c, delete d */
+	assert_int_equal(ev.events[0].type, KV_EVENT_PUT);
+	assert_int_equal(ev.events[1].type, KV_EVENT_DELETE);
+	for (int i = 0; i < 2; i++) {
+		assert_true(ev.events[i].has_prev_kv);
+		assert_int_equal(ev.events[i].prev_kv.mod_revision, 2);
+		assert_memory_equal(ev.events[i].prev_kv.value, "old", 3);
+	}
+	kv_events_free(&ev);
+	assert_int_equal(kv_range(f->s, &g, &rr), 0);
+	assert_int_equal(rr.count, 0);
+	kv_range_resp_free(&rr);
+}
+
 static void test_mvcc_txn_nested(void **state)
 {
 	struct fx *f = *state;
@@ -1050,6 +1107,17 @@ static void test_mvcc_quota(void **state)
 	}
 	assert_int_equal(err, KV_ENOSPACE);
 	assert_true(i > 50);
+	/* then smaller and smaller puts, to the last few bytes */
+	for (int len = 4 << 10; len >= 0; len = len ? len / 2 : -1) {
+		for (int n = 0, e = 0; e == 0 && n < 100; n++) {
+			struct kv_wtx *w = begin(f);
+			e = put_big(w, i, (size_t)len);
+			commit(f, w);
+			i += e == 0;
+			if (e != 0)
+				assert_int_equal(e, KV_ENOSPACE);
+		}
+	}
 	int64_t rev = cur_rev(f);
 	struct kv_wtx *w = begin(f);
 	assert_int_equal(kv_lease_grant(w, 1, 10), KV_ENOSPACE);
@@ -1079,8 +1147,9 @@ static void test_mvcc_quota(void **state)
 	w = begin(f);
 	assert_int_equal(put_big(w, 0, 8 << 10), 0);
 	commit(f, w);
-	/* One batch that fills the whole map: the request that hits
-	 * MDB_MAP_FULL fails alone; the batch's earlier writes commit. */
+	/* One batch that would pass the quota: the quota counts what the
+	 * batch has written so far, so its puts are refused from there on,
+	 * alone, and its earlier writes commit. */
 	w = begin(f);
 	int ok = 0;
 	for (err = 0; err == 0 && ok < 200; ok++)
@@ -1115,6 +1184,7 @@ int main(void)
 		T(test_mvcc_txn_compares),
 		T(test_mvcc_txn_ops_one_revision),
 		T(test_mvcc_txn_nested),
+		T(test_mvcc_txn_delete_to_end_then_put),
 		T(test_mvcc_txn_duplicate_keys),
 		T(test_mvcc_compact_boundaries),
 		T(test_mvcc_compact_physical),

@@ -148,11 +148,24 @@ KV_API void kv_range_resp_free(struct kv_range_resp *resp);
 /* ---- Write transactions --------------------------------------------------
  * One per applied batch of Raft entries: begin, any number of requests
  * (each its own revision), commit with the last applied index (stored in the
- * same LMDB transaction), or abort. A request that fails (any error) leaves
- * no change (it runs in a nested LMDB transaction); the batch goes on. */
+ * same LMDB transaction), or abort.
+ * A request refused by etcd's rules (a bad key or option, a missing lease or
+ * key, a compare's range, a compacted or future revision, the quota, ...)
+ * is refused before it writes anything: it leaves no change and the batch
+ * goes on, exactly as on every other member. An error that comes from this
+ * member rather than from the request (KV_ENOMEM, KV_EIO, KV_ECORRUPT,
+ * KV_EDISKFULL, or LMDB's map filling up: KV_ENOSPACE from a write already
+ * under way) fails the batch: every later call on the transaction returns
+ * the same error and kv_txn_commit aborts it and returns it. The caller then
+ * applies the same batch again once the cause is gone (the log and the
+ * applied index make that safe); it must not skip it.
+ * Durability: a commit syncs the data pages it wrote (one fdatasync) and
+ * leaves its meta page to the next commit's sync (MDB_NOMETASYNC): after a
+ * power loss the store is consistent and at most its last commit is undone,
+ * which replaying the log from the applied index restores. */
 
 KV_API int kv_txn_begin_write(struct kv_store *s, struct kv_wtx **out);
-/* Commits and frees wtx (also on failure). */
+/* Commits and frees wtx (also on failure: a failed batch is aborted). */
 KV_API int kv_txn_commit(struct kv_wtx *wtx, uint64_t applied_index);
 
 /* ---- Events ----------------------------------------------------------------

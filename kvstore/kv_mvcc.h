@@ -15,13 +15,29 @@
  *   "rev"   BE64(main) BE64(sub) -> record: u8 flags (bit 0 tombstone),
  *           BE64 create_revision, BE64 version, BE64 lease, BE32 key length,
  *           key, value. mod_revision is the main revision of the LMDB key.
- *   "key"   key BE64(main) BE64(sub) -> u8 flags; sorted by a comparator that
- *           orders by user key first, then revision, so a cursor seek to
- *           (K, R+1, 0) and one step back finds K's latest revision <= R.
+ *           The record always holds the whole key, however long.
+ *   "key"   ikey BE64(main) BE64(sub) -> u8 flags, where ikey, the key's
+ *           index form, is the key itself when it has at most 447 bytes
+ *           (P), else its first P bytes and the SHA-256 of the whole key
+ *           (P + 32 = 479 bytes: the lengths tell the forms apart; LMDB
+ *           keys are at most 511 bytes). Sorted by a comparator that
+ *           orders by ikey bytes first, then revision, so a cursor seek to
+ *           (ikey(K), R+1, 0) and one step back finds K's latest revision
+ *           <= R. ikey order is key order except among long keys sharing
+ *           their first P bytes (a "group", ordered by hash): a Range
+ *           reads such a group whole and sorts it by key; a lookup of a
+ *           long key checks the full key in the record found (another key
+ *           there, a SHA-256 collision, is KV_ECORRUPT, never its answer).
  *   "meta"  "rev", "compacted", "applied", "compact_target", "compact_next",
- *           "cluster_id", "member_id" -> BE64 (compact_next: a user key).
+ *           "cluster_id", "member_id", "key_layout" -> BE64 (compact_next:
+ *           an ikey; key_layout: 1, this layout).
  *   "lease"     BE64(id) -> BE64 granted TTL, BE64 remaining TTL checkpoint.
- *   "lease_key" BE64(id) key -> empty: the keys attached to a lease.
+ *   "lease_key" BE64(id) ikey -> empty for a key of at most P bytes, the
+ *           whole key for a longer one: the keys attached to a lease.
+ * Keys of at most P bytes are stored exactly as before long keys existed.
+ * A store written then (no key_layout) gets key_layout at kv_open, unless
+ * it holds a key of 448..495 bytes (the old limit), stored whole then and
+ * unreadable in this layout: kv_open refuses it with KV_EINVAL.
  *
  * Threads: the store is driven by one thread (the storage thread); read
  * functions open their own LMDB read transaction (MDB_NOTLS), so they may also
@@ -34,9 +50,13 @@
  * zeroed struct). On error a response holds nothing to free (it is zeroed).
  * Errors: 0 or a negative code from kv_err.h.
  *
- * Limits: a key is 1..KV_MAX_KEY bytes (LMDB's key size less the revision
- * suffix; KV_ETOOBIG beyond), at most KV_MAX_TXN_OPS operations per Txn
- * level (etcd's --max-txn-ops default) and KV_MAX_TXN_DEPTH nesting levels. */
+ * Limits: a key is 1..KV_MAX_KEY bytes (bbolt's key limit, which etcd has;
+ * KV_ETOOBIG beyond), at most KV_MAX_TXN_OPS operations per Txn level
+ * (etcd's --max-txn-ops default) and KV_MAX_TXN_DEPTH nesting levels.
+ * Cost of long keys: a Range (or a DeleteRange, a compare over a range)
+ * that meets a group of long keys sharing their first 447 bytes reads every
+ * key of the group (one seek and one record each, one small entry of memory
+ * per live key) before it answers, whatever its limit. */
 #ifndef CAIRN_KV_MVCC_H
 #define CAIRN_KV_MVCC_H
 
@@ -46,7 +66,7 @@
 
 #include "kv_err.h"
 
-#define KV_MAX_KEY 495
+#define KV_MAX_KEY 32768
 #define KV_MAX_TXN_OPS 128
 #define KV_MAX_TXN_DEPTH 8
 #define KV_DEFAULT_QUOTA ((uint64_t)2 << 30)
@@ -68,7 +88,8 @@ struct kv_options {
 };
 
 /* Opens (creating if needed) the store in directory `dir`. `opts` may be NULL.
- * A compaction left unfinished by a crash resumes with kv_compact_step(). */
+ * A compaction left unfinished by a crash resumes with kv_compact_step().
+ * KV_EINVAL: a store in an index layout this version cannot read (above). */
 KV_API int kv_open(const char *dir, const struct kv_options *opts, struct kv_store **out);
 /* Closes the store, aborting an open write transaction. NULL is a no-op. */
 KV_API void kv_close(struct kv_store *s);

@@ -9,10 +9,15 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <openssl/evp.h>
+
 #include "mvcc_internal.h"
 
 _Static_assert(MVCC_REC_HDR == 1 + 8 + 8 + 8 + 4, "record header size");
-_Static_assert(KV_MAX_KEY + MVCC_REV_LEN <= 511, "index key within LMDB's default key size");
+_Static_assert(MVCC_IDX_MAX <= 511, "index key within LMDB's default key size");
+_Static_assert(8 + MVCC_UKEY_MAX <= 511, "lease_key key within LMDB's default key size");
+_Static_assert(MVCC_UKEY_LONG > MVCC_PREFIX, "the two index forms differ in length");
+_Static_assert(KV_MAX_KEY <= UINT32_MAX - MVCC_REC_HDR, "key length fits the record's BE32");
 
 void mvcc__be64_put(uint8_t *p, uint64_t v)
 {
@@ -73,7 +78,17 @@ int mvcc__bytes_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
 	return al < bl ? -1 : (al > bl ? 1 : 0);
 }
 
-/* Index keys: user key, then the 16-byte revision; user key first. */
+/* Index keys: the index-form user key, then the 16-byte revision; user key
+ * first. The comparator is plain bytes order on the index forms, which is
+ * the order of the full keys except inside a group of long keys sharing
+ * their first MVCC_PREFIX bytes (ordered by hash there; mvcc__scan sorts
+ * such a group by full key):
+ * - short vs short: the keys themselves;
+ * - short S vs long L (prefix p): S is at most MVCC_PREFIX bytes, so the
+ *   comparison ends inside p; a tie means S is a prefix of p, so of L,
+ *   and S sorts first, as it does by full key;
+ * - long vs long: the prefixes decide when they differ, as the full keys
+ *   do; equal prefixes fall to the hash. */
 static int idx_cmp(const MDB_val *a, const MDB_val *b)
 {
 	assert(a->mv_size >= MVCC_REV_LEN && b->mv_size >= MVCC_REV_LEN);
@@ -85,14 +100,33 @@ static int idx_cmp(const MDB_val *a, const MDB_val *b)
 	return memcmp(ap + al, bp + bl, MVCC_REV_LEN);
 }
 
-size_t mvcc__idx_key(uint8_t *buf, const uint8_t *key, size_t key_len, uint64_t main, uint64_t sub)
+int mvcc__ukey(const uint8_t *key, size_t key_len, uint8_t *buf, size_t *ukey_len)
 {
-	assert(key_len <= KV_MAX_KEY);
-	if (key_len)
+	assert(key_len >= 1 && key_len <= KV_MAX_KEY);
+	if (key_len <= MVCC_PREFIX) {
 		memcpy(buf, key, key_len);
-	mvcc__be64_put(buf + key_len, main);
-	mvcc__be64_put(buf + key_len + 8, sub);
-	return key_len + MVCC_REV_LEN;
+		*ukey_len = key_len;
+		return 0;
+	}
+	unsigned int n = 0;
+	memcpy(buf, key, MVCC_PREFIX);
+	/* EVP_Digest allocates its context: it fails only without memory */
+	if (EVP_Digest(key, key_len, buf + MVCC_PREFIX, &n, EVP_sha256(), NULL) != 1)
+		return KV_ENOMEM;
+	assert(n == MVCC_HASH_LEN);
+	*ukey_len = MVCC_UKEY_LONG;
+	return 0;
+}
+
+size_t mvcc__idx_key(uint8_t *buf, const uint8_t *ukey, size_t ukey_len, uint64_t main,
+		     uint64_t sub)
+{
+	assert(ukey_len <= MVCC_UKEY_MAX);
+	if (ukey_len)
+		memcpy(buf, ukey, ukey_len);
+	mvcc__be64_put(buf + ukey_len, main);
+	mvcc__be64_put(buf + ukey_len + 8, sub);
+	return ukey_len + MVCC_REV_LEN;
 }
 
 int mvcc__check_key(const uint8_t *key, size_t key_len)
@@ -218,12 +252,13 @@ static int idx_entry(const MDB_val *k, const MDB_val *v, struct mvcc_ver *out)
 	return 0;
 }
 
-/* With c anywhere, positions it on key's latest entry <= rev. */
-static int cursor_latest(MDB_cursor *c, const uint8_t *key, size_t key_len, int64_t rev,
+/* With c anywhere, positions it on the latest entry <= rev of the key whose
+ * index form is ukey. */
+static int cursor_latest(MDB_cursor *c, const uint8_t *ukey, size_t ukey_len, int64_t rev,
 			 struct mvcc_ver *out)
 {
 	uint8_t buf[MVCC_IDX_MAX];
-	MDB_val k = { mvcc__idx_key(buf, key, key_len, (uint64_t)rev + 1, 0), buf }, v;
+	MDB_val k = { mvcc__idx_key(buf, ukey, ukey_len, (uint64_t)rev + 1, 0), buf }, v;
 	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
 	if (rc == 0)
 		rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
@@ -233,8 +268,8 @@ static int cursor_latest(MDB_cursor *c, const uint8_t *key, size_t key_len, int6
 		return KV_ENOTFOUND;
 	if (rc != 0)
 		return mvcc__lmdb_err(rc);
-	if (k.mv_size != key_len + MVCC_REV_LEN ||
-	    (key_len && memcmp(k.mv_data, key, key_len) != 0))
+	if (k.mv_size != ukey_len + MVCC_REV_LEN ||
+	    (ukey_len && memcmp(k.mv_data, ukey, ukey_len) != 0))
 		return KV_ENOTFOUND;
 	int err = idx_entry(&k, &v, out);
 	assert(err != 0 || out->main <= rev);
@@ -245,57 +280,189 @@ int mvcc__lookup(struct kv_store *s, MDB_txn *txn, const uint8_t *key, size_t ke
 		 struct mvcc_ver *out)
 {
 	MDB_cursor *c;
+	uint8_t ukey[MVCC_UKEY_MAX];
+	size_t ukey_len;
+	int err = mvcc__ukey(key, key_len, ukey, &ukey_len);
+	if (err != 0)
+		return err;
 	int rc = mdb_cursor_open(txn, s->key_db, &c);
 	if (rc != 0)
 		return mvcc__lmdb_err(rc);
-	int err = cursor_latest(c, key, key_len, rev, out);
+	err = cursor_latest(c, ukey, ukey_len, rev, out);
 	mdb_cursor_close(c);
+	if (err == 0 && mvcc__ukey_is_long(ukey_len)) {
+		/* The index names the key by prefix and hash: the record says
+		 * which key it is. Another key would be a SHA-256 collision (or a
+		 * damaged store): refuse rather than answer for the wrong key. */
+		struct mvcc_rec rec;
+		err = mvcc__rec_get(s, txn, out->main, out->sub, &rec);
+		if (err == 0 && mvcc__bytes_cmp(rec.key, rec.key_len, key, key_len) != 0)
+			err = KV_ECORRUPT;
+	}
 	return err;
 }
 
-/* Cost: O(keys in range x log n) cursor seeks, whatever the history length. */
+/* A key of a group of long keys sharing their prefix: its full key points
+ * into LMDB memory (its record), valid while the scan runs, which writes
+ * nothing. */
+struct grp_item {
+	const uint8_t *key;
+	size_t key_len;
+	struct mvcc_ver ver;
+};
+
+struct grp {
+	struct grp_item *v;
+	size_t n, cap;
+};
+
+static int grp_item_cmp(const void *a, const void *b)
+{
+	const struct grp_item *x = a, *y = b;
+	return mvcc__bytes_cmp(x->key, x->key_len, y->key, y->key_len);
+}
+
+/* The bounds of a scan, on full keys. */
+struct scan_span {
+	const uint8_t *key, *end;
+	size_t key_len, end_len;
+	bool unbounded; /* end "\0": every key >= key */
+};
+
+static bool span_below_end(const struct scan_span *sp, const uint8_t *k, size_t kl)
+{
+	return sp->unbounded || mvcc__bytes_cmp(k, kl, sp->end, sp->end_len) < 0;
+}
+
+/* With c on the first index entry (k) of a group of long keys sharing the
+ * prefix k[0, MVCC_PREFIX): gathers each key's latest live revision at rev
+ * and its full key (from its record), sorts them by full key and calls cb for
+ * those inside the span, in order. Leaves c, k and *rc on the first entry past
+ * the group (*rc MDB_NOTFOUND at the end of the index).
+ * Cost: one seek and one record read per distinct key of the group, and
+ * memory for one grp_item per live key, whatever the span or the caller's
+ * limit: the group's order by full key is known only once all are read. */
+static int scan_group(struct kv_store *s, MDB_txn *txn, MDB_cursor *c, MDB_val *k,
+		      const struct scan_span *sp, int64_t rev, struct grp *g, int *rc,
+		      mvcc_scan_cb cb, void *ctx)
+{
+	uint8_t prefix[MVCC_PREFIX], cur[MVCC_UKEY_LONG], buf[MVCC_IDX_MAX];
+	MDB_val v;
+	int err = 0;
+	assert(k->mv_size == MVCC_UKEY_LONG + MVCC_REV_LEN);
+	memcpy(prefix, k->mv_data, MVCC_PREFIX);
+	g->n = 0;
+	for (;;) {
+		struct mvcc_ver ver;
+		memcpy(cur, k->mv_data, MVCC_UKEY_LONG);
+		err = cursor_latest(c, cur, MVCC_UKEY_LONG, rev, &ver);
+		if (err == 0 && !ver.tombstone) {
+			struct mvcc_rec rec;
+			if ((err = mvcc__rec_get(s, txn, ver.main, ver.sub, &rec)) != 0)
+				return err;
+			if (rec.key_len <= MVCC_PREFIX || memcmp(rec.key, prefix, MVCC_PREFIX) != 0)
+				return KV_ECORRUPT; /* the record is not a key of the group */
+			if (g->n == g->cap) {
+				size_t cap = g->cap ? g->cap * 2 : 16;
+				struct grp_item *nv = realloc(g->v, cap * sizeof *nv);
+				if (nv == NULL)
+					return KV_ENOMEM;
+				g->v = nv;
+				g->cap = cap;
+			}
+			g->v[g->n++] = (struct grp_item){ rec.key, rec.key_len, ver };
+		} else if (err != 0 && err != KV_ENOTFOUND) {
+			return err;
+		}
+		k->mv_size = mvcc__idx_key(buf, cur, MVCC_UKEY_LONG, UINT64_MAX, UINT64_MAX);
+		k->mv_data = buf;
+		*rc = mdb_cursor_get(c, k, &v, MDB_SET_RANGE);
+		if (*rc != 0)
+			break;
+		if (k->mv_size != MVCC_UKEY_LONG + MVCC_REV_LEN ||
+		    memcmp(k->mv_data, prefix, MVCC_PREFIX) != 0)
+			break; /* past the group */
+	}
+	if (*rc != 0 && *rc != MDB_NOTFOUND)
+		return mvcc__lmdb_err(*rc);
+	if (g->n > 1)
+		qsort(g->v, g->n, sizeof *g->v, grp_item_cmp);
+	for (size_t i = 0; i < g->n; i++) {
+		const struct grp_item *it = &g->v[i];
+		if (i > 0 && grp_item_cmp(&g->v[i - 1], it) == 0)
+			return KV_ECORRUPT; /* two index forms name one key */
+		if (mvcc__bytes_cmp(it->key, it->key_len, sp->key, sp->key_len) < 0)
+			continue;
+		if (!span_below_end(sp, it->key, it->key_len))
+			break; /* sorted: the rest are past the end too */
+		if ((err = cb(ctx, it->key, it->key_len, &it->ver)) != 0)
+			return err;
+	}
+	return 0;
+}
+
+/* Walks the index in its order. A short key is its own index form, and
+ * index order is key order between short keys and groups of long keys (see
+ * idx_cmp), so a short entry at or past the end ends the scan, as does a
+ * group whose prefix is (each of its keys starts with the prefix). The walk
+ * starts at the first MVCC_PREFIX bytes of key, so that a long start key
+ * finds the keys of its group that hash below it; what lies below key is
+ * skipped by full key.
+ * Cost: O(keys in range x log n) cursor seeks, whatever the history length,
+ * plus what scan_group says for each group met. */
 int mvcc__scan(struct kv_store *s, MDB_txn *txn, const uint8_t *key, size_t key_len,
 	       const uint8_t *end, size_t end_len, int64_t rev, mvcc_scan_cb cb, void *ctx)
 {
-	bool single = end_len == 0;
-	bool unbounded = end_len == 1 && end[0] == 0;
-	uint8_t cur[KV_MAX_KEY];
+	struct scan_span sp = { key, end, key_len, end_len, end_len == 1 && end[0] == 0 };
+	uint8_t cur[MVCC_UKEY_MAX];
 	size_t cur_len;
 	uint8_t buf[MVCC_IDX_MAX];
+	struct grp g = { 0 };
 	MDB_cursor *c;
 	int err = 0;
 
-	if (single) {
+	if (end_len == 0) {
 		struct mvcc_ver ver;
 		err = mvcc__lookup(s, txn, key, key_len, rev, &ver);
 		if (err == KV_ENOTFOUND || (err == 0 && ver.tombstone))
 			return 0;
 		return err ? err : cb(ctx, key, key_len, &ver);
 	}
-	if (!unbounded && mvcc__bytes_cmp(key, key_len, end, end_len) >= 0)
+	if (!sp.unbounded && mvcc__bytes_cmp(key, key_len, end, end_len) >= 0)
 		return 0;
 	int rc = mdb_cursor_open(txn, s->key_db, &c);
 	if (rc != 0)
 		return mvcc__lmdb_err(rc);
-	MDB_val k = { mvcc__idx_key(buf, key, key_len, 0, 0), buf }, v;
+	size_t seek_len = key_len < MVCC_PREFIX ? key_len : MVCC_PREFIX;
+	MDB_val k = { mvcc__idx_key(buf, key, seek_len, 0, 0), buf }, v;
 	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
 	while (rc == 0) {
-		if (k.mv_size < MVCC_REV_LEN || k.mv_size > MVCC_IDX_MAX) {
+		if (k.mv_size < MVCC_REV_LEN || !mvcc__ukey_len_ok(k.mv_size - MVCC_REV_LEN)) {
 			err = KV_ECORRUPT;
 			break;
 		}
 		cur_len = k.mv_size - MVCC_REV_LEN;
-		if (!unbounded && mvcc__bytes_cmp(k.mv_data, cur_len, end, end_len) >= 0)
+		if (mvcc__ukey_is_long(cur_len)) {
+			if (!span_below_end(&sp, k.mv_data, MVCC_PREFIX))
+				break;
+			err = scan_group(s, txn, c, &k, &sp, rev, &g, &rc, cb, ctx);
+			if (err != 0)
+				break;
+			continue;
+		}
+		if (!span_below_end(&sp, k.mv_data, cur_len))
 			break;
 		memcpy(cur, k.mv_data, cur_len);
-		struct mvcc_ver ver;
-		err = cursor_latest(c, cur, cur_len, rev, &ver);
-		if (err == 0 && !ver.tombstone)
-			err = cb(ctx, cur, cur_len, &ver);
-		else if (err == KV_ENOTFOUND || err == 0)
-			err = 0;
-		if (err != 0)
-			break;
+		if (mvcc__bytes_cmp(cur, cur_len, key, key_len) >= 0) {
+			struct mvcc_ver ver;
+			err = cursor_latest(c, cur, cur_len, rev, &ver);
+			if (err == 0 && !ver.tombstone)
+				err = cb(ctx, cur, cur_len, &ver);
+			else if (err == KV_ENOTFOUND || err == 0)
+				err = 0;
+			if (err != 0)
+				break;
+		}
 		k.mv_size = mvcc__idx_key(buf, cur, cur_len, UINT64_MAX, UINT64_MAX);
 		k.mv_data = buf;
 		rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
@@ -303,6 +470,7 @@ int mvcc__scan(struct kv_store *s, MDB_txn *txn, const uint8_t *key, size_t key_
 	if (err == 0 && rc != 0 && rc != MDB_NOTFOUND)
 		err = mvcc__lmdb_err(rc);
 	mdb_cursor_close(c);
+	free(g.v);
 	return err;
 }
 
@@ -405,6 +573,40 @@ int mvcc__wtx_fail(struct kv_wtx *w, int err)
 	return err;
 }
 
+/* The index layout of kv_mvcc.h, recorded in "meta" as "key_layout". A
+ * store without it was written when keys of up to 495 bytes were stored
+ * whole in the index: should it hold a key of 448..495 bytes, this layout
+ * would take that entry for a long key's index form and answer wrongly for
+ * it, so such a store is refused (KV_EINVAL: it must be rebuilt by this
+ * version, from the log or a member's snapshot). Any other store gets the
+ * mark. Cost: one walk of the index, once per store. */
+#define KEY_LAYOUT 1
+
+static int layout_check(struct kv_store *s, MDB_txn *txn)
+{
+	int64_t layout;
+	MDB_cursor *c;
+	MDB_val k, v;
+	int err = mvcc__meta_get(s, txn, "key_layout", &layout);
+	if (err != 0 || layout == KEY_LAYOUT)
+		return err;
+	if (layout != 0)
+		return KV_EINVAL; /* a layout this version does not know */
+	int rc = mdb_cursor_open(txn, s->key_db, &c);
+	if (rc != 0)
+		return mvcc__lmdb_err(rc);
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+		if (k.mv_size > MVCC_PREFIX + MVCC_REV_LEN) {
+			err = KV_EINVAL;
+			break;
+		}
+	mdb_cursor_close(c);
+	if (err == 0 && rc != MDB_NOTFOUND)
+		err = mvcc__lmdb_err(rc);
+	return err ? err : mvcc__meta_put(s, txn, "key_layout", KEY_LAYOUT);
+}
+
 /* Opens s->env on s->dir and its sub-databases. */
 static int env_open(struct kv_store *s)
 {
@@ -438,6 +640,8 @@ static int env_open(struct kv_store *s)
 	int err = mvcc__meta_get(s, txn, "rev", &rev);
 	if (err == 0 && rev == 0)
 		err = mvcc__meta_put(s, txn, "rev", 1); /* an empty etcd is at revision 1 */
+	if (err == 0)
+		err = layout_check(s, txn);
 	if (err != 0) {
 		mdb_txn_abort(txn);
 		mdb_env_close(s->env);

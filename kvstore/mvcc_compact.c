@@ -36,7 +36,8 @@ struct hist {
 };
 
 /* Removes one key's history at or below target, keeping its latest revision
- * there unless it is a tombstone. c is on the key's first index entry. */
+ * there unless it is a tombstone. key is the index form (unique per key);
+ * c is on the key's first index entry. */
 static int compact_key(struct kv_store *s, MDB_txn *txn, MDB_cursor *c, const uint8_t *key,
 		       size_t key_len, int64_t target, struct hist *h)
 {
@@ -89,7 +90,7 @@ int kv_compact_step(struct kv_store *s, size_t max_keys, bool *done)
 	MDB_txn *txn;
 	MDB_cursor *c = NULL;
 	struct hist h = { 0 };
-	uint8_t cur[KV_MAX_KEY], buf[MVCC_IDX_MAX];
+	uint8_t cur[MVCC_UKEY_MAX], buf[MVCC_IDX_MAX]; /* index-form keys */
 	size_t cur_len = 0;
 	int64_t target;
 
@@ -110,7 +111,7 @@ int kv_compact_step(struct kv_store *s, size_t max_keys, bool *done)
 	MDB_val mk = { sizeof compact_next - 1, (void *)compact_next }, mv;
 	rc = mdb_get(txn, s->meta_db, &mk, &mv);
 	if (rc == 0) {
-		if (mv.mv_size > KV_MAX_KEY) {
+		if (!mvcc__ukey_len_ok(mv.mv_size)) {
 			err = KV_ECORRUPT;
 			goto out;
 		}
@@ -128,7 +129,7 @@ int kv_compact_step(struct kv_store *s, size_t max_keys, bool *done)
 	MDB_val k = { mvcc__idx_key(buf, cur, cur_len, 0, 0), buf }, v;
 	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
 	for (size_t n = 0; rc == 0 && n < max_keys; n++) {
-		if (k.mv_size < MVCC_REV_LEN || k.mv_size > MVCC_IDX_MAX) {
+		if (k.mv_size < MVCC_REV_LEN || !mvcc__ukey_len_ok(k.mv_size - MVCC_REV_LEN)) {
 			err = KV_ECORRUPT;
 			goto out;
 		}

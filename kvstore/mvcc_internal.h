@@ -9,7 +9,14 @@
 #include "kv_mvcc.h"
 
 #define MVCC_REV_LEN 16
-#define MVCC_IDX_MAX (KV_MAX_KEY + MVCC_REV_LEN)
+/* Index form of a user key (kv_mvcc.h): a key of up to MVCC_PREFIX bytes is
+ * itself; a longer one is its first MVCC_PREFIX bytes and the SHA-256 of the
+ * whole key (MVCC_UKEY_LONG bytes). The two forms differ in length. */
+#define MVCC_PREFIX 447
+#define MVCC_HASH_LEN 32
+#define MVCC_UKEY_LONG (MVCC_PREFIX + MVCC_HASH_LEN)
+#define MVCC_UKEY_MAX MVCC_UKEY_LONG
+#define MVCC_IDX_MAX (MVCC_UKEY_MAX + MVCC_REV_LEN)
 #define MVCC_REC_HDR 29 /* flags, create, version, lease, key length */
 #define MVCC_TOMBSTONE 0x01u
 
@@ -22,7 +29,7 @@ struct kv_store {
 	MDB_dbi key_db;
 	MDB_dbi meta_db;
 	MDB_dbi lease_db;     /* BE64(id) -> BE64 ttl, BE64 remaining (0: none) */
-	MDB_dbi lease_key_db; /* BE64(id) key -> empty */
+	MDB_dbi lease_key_db; /* BE64(id) index-form key -> empty or key */
 	struct kv_wtx *wtx;   /* the open write transaction, if any */
 };
 
@@ -81,9 +88,26 @@ int mvcc__bytes_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl);
 int mvcc__meta_get(struct kv_store *s, MDB_txn *txn, const char *name, int64_t *out);
 int mvcc__meta_put(struct kv_store *s, MDB_txn *txn, const char *name, int64_t v);
 
-size_t mvcc__idx_key(uint8_t *buf, const uint8_t *key, size_t key_len, uint64_t main, uint64_t sub);
+/* The index form of key (1..KV_MAX_KEY bytes) into buf (MVCC_UKEY_MAX
+ * bytes): 0 and *ukey_len, or KV_ENOMEM should SHA-256 fail. */
+int mvcc__ukey(const uint8_t *key, size_t key_len, uint8_t *buf, size_t *ukey_len);
+/* Whether an index-form key of this length is a long key's (prefix, hash). */
+static inline bool mvcc__ukey_is_long(size_t ukey_len)
+{
+	return ukey_len == MVCC_UKEY_LONG;
+}
+/* Whether ukey_len is a valid index-form length. */
+static inline bool mvcc__ukey_len_ok(size_t ukey_len)
+{
+	return (ukey_len >= 1 && ukey_len <= MVCC_PREFIX) || ukey_len == MVCC_UKEY_LONG;
+}
+/* An index key: the index-form user key, then BE64 main, BE64 sub. */
+size_t mvcc__idx_key(uint8_t *buf, const uint8_t *ukey, size_t ukey_len, uint64_t main,
+		     uint64_t sub);
 int mvcc__rec_decode(const MDB_val *v, struct mvcc_rec *out);
-/* Latest revision of key at or below rev: 0, or KV_ENOTFOUND when none. */
+/* Latest revision of key (the full user key) at or below rev: 0, or
+ * KV_ENOTFOUND when none. For a long key the record found must hold that
+ * very key: another key with the same prefix and hash is KV_ECORRUPT. */
 int mvcc__lookup(struct kv_store *s, MDB_txn *txn, const uint8_t *key, size_t key_len, int64_t rev,
 		 struct mvcc_ver *out);
 int mvcc__rec_get(struct kv_store *s, MDB_txn *txn, int64_t main, int64_t sub,
@@ -93,9 +117,9 @@ int mvcc__kv_from_rec(const struct mvcc_rec *rec, int64_t mod, bool keys_only, s
 void mvcc__kv_free(struct kv_kv *kv);
 void mvcc__events_truncate(struct kv_events *ev, size_t n);
 
-/* Calls cb for each live key of the range at rev, in key order; cb's pointers
- * are valid during the call only, and it must not write. A non-zero return of
- * cb stops the scan and is returned. */
+/* Calls cb for each live key of the range at rev, in key order, with the full
+ * key; cb's pointers are valid during the call only, and it must not write. A
+ * non-zero return of cb stops the scan and is returned. */
 typedef int (*mvcc_scan_cb)(void *ctx, const uint8_t *key, size_t key_len,
 			    const struct mvcc_ver *ver);
 int mvcc__scan(struct kv_store *s, MDB_txn *txn, const uint8_t *key, size_t key_len,
@@ -130,8 +154,8 @@ int mvcc__write_change(struct mvcc_req *r, const struct mvcc_rec *rec, const str
 int mvcc__load_live(struct mvcc_req *r, const uint8_t *key, size_t key_len, struct mvcc_rec *rec,
 		    int64_t *mod);
 
-/* Lease bookkeeping of one change of key: detach from old, attach to new
- * (0: none). mvcc_lease.c. */
+/* Lease bookkeeping of one change of key (the full key): detach from old,
+ * attach to new (0: none). mvcc_lease.c. */
 int mvcc__lease_move(struct mvcc_req *r, const uint8_t *key, size_t key_len, int64_t old_lease,
 		     int64_t new_lease);
 int mvcc__lease_exists(struct mvcc_req *r, int64_t id);

@@ -23,32 +23,44 @@ int mvcc__lease_exists(struct mvcc_req *r, int64_t id)
 	return rc == MDB_NOTFOUND ? KV_ELEASENOTFOUND : mvcc__lmdb_err(rc);
 }
 
-static MDB_val attach_key(uint8_t *buf, int64_t id, const uint8_t *key, size_t key_len)
+/* A "lease_key" entry: BE64(id) and the index form of the key (the key
+ * itself up to MVCC_PREFIX bytes, else prefix and hash: LMDB's key size
+ * bounds it). A long key's entry holds the full key as its value, for
+ * kv_lease_time_to_live and revocation; a short key's is empty, as before. */
+static int attach_key(uint8_t *buf, int64_t id, const uint8_t *key, size_t key_len, MDB_val *out)
 {
+	size_t ukey_len;
 	mvcc__be64_put(buf, (uint64_t)id);
-	memcpy(buf + 8, key, key_len);
-	return (MDB_val){ 8 + key_len, buf };
+	int err = mvcc__ukey(key, key_len, buf + 8, &ukey_len);
+	*out = (MDB_val){ 8 + ukey_len, buf };
+	return err;
 }
 
 int mvcc__lease_move(struct mvcc_req *r, const uint8_t *key, size_t key_len, int64_t old_lease,
 		     int64_t new_lease)
 {
-	uint8_t buf[8 + KV_MAX_KEY];
-	MDB_val empty = { 0, NULL };
+	uint8_t buf[8 + MVCC_UKEY_MAX];
+	MDB_val k;
 	if (old_lease == new_lease)
 		return 0;
 	if (old_lease != 0) {
-		MDB_val k = attach_key(buf, old_lease, key, key_len);
+		int err = attach_key(buf, old_lease, key, key_len, &k);
+		if (err != 0)
+			return err;
 		int rc = mdb_del(r->txn, r->s->lease_key_db, &k, NULL);
 		if (rc != 0 && rc != MDB_NOTFOUND) /* its lease may be revoked already */
 			return mvcc__lmdb_err(rc);
 	}
 	if (new_lease != 0) {
 		int err = mvcc__lease_exists(r, new_lease);
+		if (err == 0)
+			err = attach_key(buf, new_lease, key, key_len, &k);
 		if (err != 0)
 			return err;
-		MDB_val k = attach_key(buf, new_lease, key, key_len);
-		return mvcc__lmdb_err(mdb_put(r->txn, r->s->lease_key_db, &k, &empty, 0));
+		MDB_val val = { 0, NULL };
+		if (key_len > MVCC_PREFIX)
+			val = (MDB_val){ key_len, (void *)key };
+		return mvcc__lmdb_err(mdb_put(r->txn, r->s->lease_key_db, &k, &val, 0));
 	}
 	return 0;
 }
@@ -112,12 +124,55 @@ int kv_lease_checkpoint(struct kv_wtx *w, int64_t id, int64_t remaining_ttl)
 	return mvcc__wtx_fail(w, lease_put(w, id, l.ttl, remaining_ttl));
 }
 
-/* The attached keys of a lease, in key order: each is its own allocation. */
+/* Swaps keys i and j of out. */
+static void keys_swap(struct kv_lease_info *out, size_t i, size_t j)
+{
+	uint8_t *k = out->keys[i];
+	size_t l = out->key_lens[i];
+	out->keys[i] = out->keys[j];
+	out->key_lens[i] = out->key_lens[j];
+	out->keys[j] = k;
+	out->key_lens[j] = l;
+}
+
+static bool keys_less(const struct kv_lease_info *out, size_t i, size_t j)
+{
+	return mvcc__bytes_cmp(out->keys[i], out->key_lens[i], out->keys[j], out->key_lens[j]) < 0;
+}
+
+static void keys_sift(struct kv_lease_info *out, size_t root, size_t end)
+{
+	for (size_t child; (child = 2 * root + 1) < end; root = child) {
+		if (child + 1 < end && keys_less(out, child, child + 1))
+			child++;
+		if (!keys_less(out, root, child))
+			return;
+		keys_swap(out, root, child);
+	}
+}
+
+/* Heapsort of out's keys by bytes (two parallel arrays, so no qsort): in
+ * place, O(n log n), for long keys, whose entries follow their hash. */
+static void keys_sort(struct kv_lease_info *out)
+{
+	size_t n = out->n_keys;
+	for (size_t i = n / 2; i-- > 0;)
+		keys_sift(out, i, n);
+	for (size_t end = n; end-- > 1;) {
+		keys_swap(out, 0, end);
+		keys_sift(out, 0, end);
+	}
+}
+
+/* The attached keys of a lease, in key order (etcd's revoke deletes them in
+ * that order): each is its own allocation. The entries are in index-form
+ * order: a lease with long keys sharing a prefix is sorted afterwards. */
 static int lease_keys(struct kv_store *s, MDB_txn *txn, int64_t id, struct kv_lease_info *out)
 {
 	MDB_cursor *c;
 	uint8_t b[8];
 	size_t cap = 0;
+	bool any_long = false;
 	MDB_val k = lease_key(b, id), v;
 	int rc = mdb_cursor_open(txn, s->lease_key_db, &c);
 	if (rc != 0)
@@ -127,6 +182,22 @@ static int lease_keys(struct kv_store *s, MDB_txn *txn, int64_t id, struct kv_le
 	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
 		if (k.mv_size < 8 || memcmp(k.mv_data, b, 8) != 0)
 			break;
+		size_t ukey_len = k.mv_size - 8;
+		const uint8_t *src = (const uint8_t *)k.mv_data + 8;
+		size_t len = ukey_len;
+		if (!mvcc__ukey_len_ok(ukey_len) ||
+		    (mvcc__ukey_is_long(ukey_len) ?
+			     v.mv_size <= MVCC_PREFIX || v.mv_size > KV_MAX_KEY ||
+				     memcmp(v.mv_data, src, MVCC_PREFIX) != 0 :
+			     v.mv_size != 0)) {
+			err = KV_ECORRUPT;
+			break;
+		}
+		if (mvcc__ukey_is_long(ukey_len)) {
+			src = v.mv_data; /* the full key */
+			len = v.mv_size;
+			any_long = true;
+		}
 		if (out->n_keys == cap) {
 			cap = cap ? cap * 2 : 8;
 			uint8_t **keys = realloc(out->keys, cap * sizeof *keys);
@@ -140,19 +211,20 @@ static int lease_keys(struct kv_store *s, MDB_txn *txn, int64_t id, struct kv_le
 				break;
 			}
 		}
-		size_t len = k.mv_size - 8;
 		uint8_t *key = malloc(len + 1);
 		if (key == NULL) {
 			err = KV_ENOMEM;
 			break;
 		}
-		memcpy(key, (const uint8_t *)k.mv_data + 8, len);
+		memcpy(key, src, len);
 		out->keys[out->n_keys] = key;
 		out->key_lens[out->n_keys++] = len;
 	}
 	if (err == 0 && rc != 0 && rc != MDB_NOTFOUND)
 		err = mvcc__lmdb_err(rc);
 	mdb_cursor_close(c);
+	if (err == 0 && any_long)
+		keys_sort(out);
 	return err;
 }
 

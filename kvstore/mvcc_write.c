@@ -116,6 +116,10 @@ int mvcc__write_change(struct mvcc_req *r, const struct mvcc_rec *rec, const str
 		return err;
 	const uint8_t *key = e->kv.key, *value = rec->flags & MVCC_TOMBSTONE ? NULL : e->kv.value;
 	size_t key_len = e->kv.key_len, value_len = value ? e->kv.value_len : 0;
+	uint8_t uk[MVCC_UKEY_MAX];
+	size_t uk_len;
+	if ((err = mvcc__ukey(key, key_len, uk, &uk_len)) != 0)
+		return err;
 	if ((err = mvcc__lease_move(r, key, key_len, old_lease, rec->lease)) != 0)
 		return err;
 	uint8_t rk[MVCC_REV_LEN], ik[MVCC_IDX_MAX], fl = (uint8_t)rec->flags;
@@ -142,7 +146,7 @@ int mvcc__write_change(struct mvcc_req *r, const struct mvcc_rec *rec, const str
 	memcpy(p + MVCC_REC_HDR, key, key_len);
 	if (value_len)
 		memcpy(p + MVCC_REC_HDR + key_len, value, value_len);
-	MDB_val ikey = { mvcc__idx_key(ik, key, key_len, (uint64_t)r->main, (uint64_t)r->sub), ik };
+	MDB_val ikey = { mvcc__idx_key(ik, uk, uk_len, (uint64_t)r->main, (uint64_t)r->sub), ik };
 	MDB_val ival = { 1, &fl };
 	rc = mdb_put(r->txn, r->s->key_db, &ikey, &ival, MDB_NOOVERWRITE);
 	if (rc != 0)
@@ -152,9 +156,11 @@ int mvcc__write_change(struct mvcc_req *r, const struct mvcc_rec *rec, const str
 	return 0;
 }
 
-/* The checks of a Put that can refuse it; *have and cur: the key's live
- * record at the request's view. */
-static int put_check(struct mvcc_req *r, const struct kv_put_req *req, bool *have,
+/* The checks of a Put that can refuse it, in etcd's order (checkRequestPut:
+ * a missing key for ignore_value/ignore_lease before a missing lease);
+ * gone: an earlier DeleteRange of the same Txn removes the key. *have and
+ * cur: the key's live record at the request's view. */
+static int put_check(struct mvcc_req *r, const struct kv_put_req *req, bool gone, bool *have,
 		     struct mvcc_rec *cur, int64_t *cur_mod)
 {
 	int err = mvcc__check_key(req->key, req->key_len);
@@ -168,7 +174,7 @@ static int put_check(struct mvcc_req *r, const struct kv_put_req *req, bool *hav
 	*have = err == 0;
 	if (err != 0 && err != KV_ENOTFOUND)
 		return err;
-	if ((req->ignore_value || req->ignore_lease) && !*have)
+	if ((req->ignore_value || req->ignore_lease) && (!*have || gone))
 		return KV_EKEYNOTFOUND;
 	if (!req->ignore_lease && req->lease != 0)
 		return mvcc__lease_exists(r, req->lease);
@@ -181,7 +187,7 @@ static int do_put(struct mvcc_req *r, const struct kv_put_req *req, struct kv_pu
 	int64_t cur_mod = 0;
 	bool have;
 	memset(resp, 0, sizeof *resp);
-	int err = put_check(r, req, &have, &cur, &cur_mod);
+	int err = put_check(r, req, false, &have, &cur, &cur_mod);
 	if (err != 0)
 		return err;
 	if (have && req->prev_kv) { /* copied before writes may move cur */
@@ -643,11 +649,10 @@ static int txn_check(struct mvcc_req *r, const struct kv_txn_req *t, struct ivs 
 			break;
 		case KV_OP_PUT: {
 			const struct kv_put_req *p = &ops[i].u.put;
-			err = put_check(r, p, &have, &cur, &mod);
-			for (size_t j = 0; err == 0 && j < dels->n; j++)
-				if ((p->ignore_value || p->ignore_lease) &&
-				    ivl_covers(&dels->v[j], p->key, p->key_len))
-					err = KV_EKEYNOTFOUND;
+			bool gone = false;
+			for (size_t j = 0; !gone && j < dels->n; j++)
+				gone = ivl_covers(&dels->v[j], p->key, p->key_len);
+			err = put_check(r, p, gone, &have, &cur, &mod);
 			break;
 		}
 		case KV_OP_DELETE: {

@@ -1,7 +1,8 @@
 /* test_mvcc_model.c: the LMDB MVCC store against a plain in-memory model of
  * etcd's data model, on seeded random sequences of batches of Put,
  * DeleteRange, Txn and Compact, Ranges at random revisions, physical
- * compaction steps, aborted batches and reopens. Every answer must agree,
+ * compaction steps, aborted batches and reopens, over short keys and a group
+ * of long keys sharing their first 447 bytes. Every answer must agree,
  * errors included. Replay one seed: MVCC_SEED=<n> MVCC_SEEDS=1. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,11 +18,65 @@
 
 #include "kv_mvcc.h"
 
-/* The key universe, sorted bytewise; the model finds keys by walking it. */
-static const char *const U[] = { "a", "ab", "abc", "b", "ba", "c", "cc", "d" };
-#define NU (sizeof U / sizeof U[0])
-static const char *const ENDS[] = { "a", "ab", "abd", "b", "bz", "c", "d", "e", "aa" };
+/* The key universe, sorted bytewise; the model finds keys by walking it.
+ * Besides short keys it has a group of long ones sharing their first 447
+ * bytes ("c" and 446 'p's, itself a key): the store keeps a key longer than
+ * that under its prefix and a hash, so its index orders the group by hash
+ * and its answers must still come in key order. Two are 448 bytes (one past
+ * the prefix) and some are prefixes of others. Built by universe_init; a key
+ * of the model is always one of these pointers (compared as such). */
+#define NU 15
+#define LONG_MAX_LEN 2002
+static const char *U[NU];
+/* "c", then `ps` 'p's, then tail */
+static const struct {
+	size_t ps;
+	const char *tail;
+} LONGK[] = { { 446, "" },  { 446, "a" }, { 446, "b" }, { 599, "" },
+	      { 599, "a" }, { 999, "" },  { 2000, "q" } };
+#define NLONG (sizeof LONGK / sizeof LONGK[0])
+static char long_keys[NLONG][LONG_MAX_LEN + 1];
+/* Range ends: short ones, and ones around and inside the group. */
+static const char *ENDS[14];
 #define NENDS (sizeof ENDS / sizeof ENDS[0])
+static char long_ends[3][LONG_MAX_LEN + 1];
+
+static void long_make(char *buf, size_t ps, const char *tail)
+{
+	assert_true(1 + ps + strlen(tail) <= LONG_MAX_LEN);
+	buf[0] = 'c';
+	memset(buf + 1, 'p', ps);
+	strcpy(buf + 1 + ps, tail);
+}
+
+static void universe_init(void)
+{
+	static const char *const shorts[] = { "a", "ab", "abc", "b", "ba", "c", "cc", "d" };
+	size_t n = 0;
+	for (size_t i = 0; i < 7; i++)
+		U[n++] = shorts[i];
+	for (size_t i = 0; i < NLONG; i++) {
+		long_make(long_keys[i], LONGK[i].ps, LONGK[i].tail);
+		U[n++] = long_keys[i];
+	}
+	U[n++] = shorts[7];
+	assert_int_equal(n, NU);
+	for (size_t i = 1; i < NU; i++)
+		assert_true(strcmp(U[i - 1], U[i]) < 0);
+	assert_int_equal(strlen(U[7]), 447);
+	assert_int_equal(strlen(U[8]), 448);
+	long_make(long_ends[0], 446, "b"); /* a key of the group */
+	long_make(long_ends[1], 599, "b"); /* between two of its keys */
+	long_make(long_ends[2], 1500, ""); /* likewise, past one it extends */
+	static const char *const ends[] = { "a", "ab", "abd", "b",  "bz", "c",
+					    "d", "e",  "aa",  "cp", "cq" };
+	n = 0;
+	for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++)
+		ENDS[n++] = ends[i];
+	for (size_t i = 0; i < 3; i++)
+		ENDS[n++] = long_ends[i];
+	assert_int_equal(n, NENDS);
+}
 static const char *const VALS[] = { "", "x", "y", "zz", "hello" };
 #define NVALS (sizeof VALS / sizeof VALS[0])
 
@@ -76,7 +131,7 @@ static void model_append(struct model *m, struct mrec rec)
 static const struct mrec *model_latest(const struct model *m, const char *key, int64_t rev)
 {
 	for (size_t i = m->n; i-- > 0;)
-		if (m->r[i].main <= rev && strcmp(m->r[i].key, key) == 0)
+		if (m->r[i].main <= rev && m->r[i].key == key)
 			return &m->r[i];
 	return NULL;
 }
@@ -380,7 +435,7 @@ struct gen {
 	struct kv_op ops[6];
 	struct kv_compare cmps[3];
 	struct kv_txn_req txn;
-	uint8_t prefix_end[9][8]; /* one per compare and op */
+	uint8_t prefix_end[9][LONG_MAX_LEN]; /* one per compare and op */
 };
 
 static void gen_span(const uint8_t **key, size_t *kl, const uint8_t **end, size_t *el,
@@ -627,7 +682,7 @@ static void check_event(const struct model *m, size_t i, const struct kv_event *
 	}
 	const struct mrec *p = NULL;
 	for (size_t j = i; j-- > 0;)
-		if (m->r[j].main < r->main && strcmp(m->r[j].key, r->key) == 0) {
+		if (m->r[j].main < r->main && m->r[j].key == r->key) {
 			p = m->r[j].tomb ? NULL : &m->r[j];
 			break;
 		}
@@ -699,7 +754,7 @@ static void fx_remove(struct fixture *f)
 static void check_random_range(struct fixture *f, const struct model *m)
 {
 	struct kv_range_req q;
-	uint8_t pbuf[8];
+	uint8_t pbuf[LONG_MAX_LEN];
 	struct mres want;
 	struct kv_range_resp got;
 	gen_range(&q, m->rev, m->compacted, pbuf);
@@ -797,7 +852,7 @@ static void step_request(struct kv_wtx *w, struct model *m)
 		struct kv_delete_req q;
 		struct kv_delete_resp got;
 		struct mdel want;
-		uint8_t pbuf[8];
+		uint8_t pbuf[LONG_MAX_LEN];
 		struct mreq r = { m, m->rev, m->rev + 1, 0 };
 		gen_delete(&q, pbuf);
 		model_delete(&r, &q, &want);
@@ -955,6 +1010,7 @@ static void test_mvcc_model_random(void **state)
 	(void)state;
 	const char *s = getenv("MVCC_SEED"), *n = getenv("MVCC_SEEDS");
 	uint64_t first = s ? strtoull(s, NULL, 10) : 1;
+	universe_init();
 	unsigned seeds = n ? (unsigned)strtoul(n, NULL, 10) : 40;
 	for (uint64_t seed = first; seed < first + seeds; seed++) {
 		fprintf(stderr, "# seed %llu (replay: MVCC_SEED=%llu MVCC_SEEDS=1)\n",

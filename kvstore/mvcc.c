@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "mvcc_internal.h"
+#include "kv_internal.h"
 
 _Static_assert(MVCC_REC_HDR == 1 + 8 + 8 + 8 + 4, "record header size");
 _Static_assert(MVCC_IDX_MAX <= 511, "index key within LMDB's default key size");
@@ -199,7 +200,7 @@ int mvcc__kv_from_rec(const struct mvcc_rec *rec, int64_t mod, bool keys_only, s
 {
 	size_t vlen = keys_only ? 0 : rec->value_len;
 	memset(out, 0, sizeof *out);
-	uint8_t *buf = malloc(rec->key_len + vlen + 1);
+	uint8_t *buf = kv__malloc(rec->key_len + vlen + 1);
 	if (buf == NULL)
 		return KV_ENOMEM;
 	memcpy(buf, rec->key, rec->key_len);
@@ -218,7 +219,7 @@ int mvcc__kv_from_rec(const struct mvcc_rec *rec, int64_t mod, bool keys_only, s
 
 void mvcc__kv_free(struct kv_kv *kv)
 {
-	free(kv->key); /* the value lives in the same allocation */
+	kv__free(kv->key); /* the value lives in the same allocation */
 	memset(kv, 0, sizeof *kv);
 }
 
@@ -237,7 +238,7 @@ void kv_events_free(struct kv_events *ev)
 	if (ev == NULL)
 		return;
 	mvcc__events_truncate(ev, 0);
-	free(ev->events);
+	kv__free(ev->events);
 	memset(ev, 0, sizeof *ev);
 }
 
@@ -364,7 +365,7 @@ static int scan_group(struct kv_store *s, MDB_txn *txn, MDB_cursor *c, MDB_val *
 				return KV_ECORRUPT; /* the record is not a key of the group */
 			if (g->n == g->cap) {
 				size_t cap = g->cap ? g->cap * 2 : 16;
-				struct grp_item *nv = realloc(g->v, cap * sizeof *nv);
+				struct grp_item *nv = kv__realloc(g->v, cap * sizeof *nv);
 				if (nv == NULL)
 					return KV_ENOMEM;
 				g->v = nv;
@@ -470,7 +471,7 @@ int mvcc__scan(struct kv_store *s, MDB_txn *txn, const uint8_t *key, size_t key_
 	if (err == 0 && rc != 0 && rc != MDB_NOTFOUND)
 		err = mvcc__lmdb_err(rc);
 	mdb_cursor_close(c);
-	free(g.v);
+	kv__free(g.v);
 	return err;
 }
 
@@ -668,20 +669,20 @@ int kv_open(const char *dir, const struct kv_options *opts, struct kv_store **ou
 		return KV_EINVAL;
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return KV_EIO;
-	struct kv_store *s = calloc(1, sizeof *s);
+	struct kv_store *s = kv__calloc(1, sizeof *s);
 	if (s == NULL)
 		return KV_ENOMEM;
-	s->dir = strdup(dir);
+	s->dir = kv__strdup(dir);
 	if (s->dir == NULL) {
-		free(s);
+		kv__free(s);
 		return KV_ENOMEM;
 	}
 	s->quota = opts && opts->quota_bytes ? opts->quota_bytes : KV_DEFAULT_QUOTA;
 	s->no_sync = opts && opts->no_sync;
 	int err = env_open(s);
 	if (err != 0) {
-		free(s->dir);
-		free(s);
+		kv__free(s->dir);
+		kv__free(s);
 		return err;
 	}
 	*out = s;
@@ -730,7 +731,7 @@ int kv_snapshot_install(struct kv_store *s, const char *file)
 	if (err != 0)
 		return err;
 	size_t n = strlen(s->dir) + sizeof "/data.mdb";
-	path = malloc(n);
+	path = kv__malloc(n);
 	if (path == NULL)
 		return KV_ENOMEM;
 	snprintf(path, n, "%s/data.mdb", s->dir);
@@ -738,11 +739,11 @@ int kv_snapshot_install(struct kv_store *s, const char *file)
 	s->env = NULL;
 	/* rename is atomic: a crash leaves the old or the new file whole */
 	if (rename(file, path) != 0) {
-		free(path);
+		kv__free(path);
 		err = env_open(s); /* back to the old environment */
 		return err ? err : KV_EIO;
 	}
-	free(path);
+	kv__free(path);
 	int dfd = open(s->dir, O_RDONLY);
 	if (dfd >= 0) {
 		if (!s->no_sync)
@@ -759,8 +760,8 @@ void kv_close(struct kv_store *s)
 	kv_txn_abort(s->wtx); /* an open batch is discarded */
 	if (s->env != NULL)
 		mdb_env_close(s->env);
-	free(s->dir);
-	free(s);
+	kv__free(s->dir);
+	kv__free(s);
 }
 
 int kv_status(struct kv_store *s, struct kv_status *out)
@@ -810,12 +811,12 @@ int kv_txn_begin_write(struct kv_store *s, struct kv_wtx **out)
 		return KV_EINVAL;
 	if (s->env == NULL)
 		return KV_EIO; /* a failed snapshot install */
-	struct kv_wtx *w = calloc(1, sizeof *w);
+	struct kv_wtx *w = kv__calloc(1, sizeof *w);
 	if (w == NULL)
 		return KV_ENOMEM;
 	int rc = mdb_txn_begin(s->env, NULL, 0, &w->txn);
 	if (rc != 0) {
-		free(w);
+		kv__free(w);
 		return mvcc__lmdb_err(rc);
 	}
 	w->s = s;
@@ -824,7 +825,7 @@ int kv_txn_begin_write(struct kv_store *s, struct kv_wtx **out)
 		err = mvcc__meta_get(s, w->txn, "compacted", &w->compacted);
 	if (err != 0) {
 		mdb_txn_abort(w->txn);
-		free(w);
+		kv__free(w);
 		return err;
 	}
 	s->wtx = w;
@@ -855,7 +856,7 @@ int kv_txn_commit_events(struct kv_wtx *w, uint64_t applied_index, struct kv_eve
 	}
 	kv_events_free(&w->ev);
 	s->wtx = NULL;
-	free(w);
+	kv__free(w);
 	return err;
 }
 
@@ -866,7 +867,7 @@ void kv_txn_abort(struct kv_wtx *w)
 	mdb_txn_abort(w->txn);
 	kv_events_free(&w->ev);
 	w->s->wtx = NULL;
-	free(w);
+	kv__free(w);
 }
 
 /* ---- Range ---------------------------------------------------------------- */
@@ -891,7 +892,7 @@ static int range_cb(void *arg, const uint8_t *key, size_t key_len, const struct 
 		return 0;
 	if (c->resp->n_kvs == c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 16;
-		struct kv_kv *kvs = realloc(c->resp->kvs, cap * sizeof *kvs);
+		struct kv_kv *kvs = kv__realloc(c->resp->kvs, cap * sizeof *kvs);
 		if (kvs == NULL)
 			return KV_ENOMEM;
 		c->resp->kvs = kvs;
@@ -944,7 +945,7 @@ static int sort_cmp(const struct sort_key *sk, const struct kv_kv *a, const stru
  * state, since reads may run on several threads. O(n log n), n extra. */
 static int sort_kvs(struct kv_kv *v, size_t n, const struct sort_key *sk)
 {
-	struct kv_kv *tmp = malloc(n * sizeof *tmp);
+	struct kv_kv *tmp = kv__malloc(n * sizeof *tmp);
 	if (tmp == NULL)
 		return KV_ENOMEM;
 	for (size_t w = 1; w < n; w *= 2) {
@@ -960,7 +961,7 @@ static int sort_kvs(struct kv_kv *v, size_t n, const struct sort_key *sk)
 		}
 		memcpy(v, tmp, n * sizeof *v);
 	}
-	free(tmp);
+	kv__free(tmp);
 	return 0;
 }
 
@@ -1072,6 +1073,6 @@ void kv_range_resp_free(struct kv_range_resp *resp)
 		return;
 	for (size_t i = 0; i < resp->n_kvs; i++)
 		mvcc__kv_free(&resp->kvs[i]);
-	free(resp->kvs);
+	kv__free(resp->kvs);
 	memset(resp, 0, sizeof *resp);
 }

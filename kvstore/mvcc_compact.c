@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mvcc_internal.h"
+#include "kv_internal.h"
 
 static const char compact_next[] = "compact_next";
 
@@ -55,7 +56,7 @@ static int compact_key(struct kv_store *s, MDB_txn *txn, MDB_cursor *c, const ui
 			break;
 		if (h->n == h->cap) {
 			size_t cap = h->cap ? h->cap * 2 : 16;
-			struct mvcc_ver *nv = realloc(h->v, cap * sizeof *nv);
+			struct mvcc_ver *nv = kv__realloc(h->v, cap * sizeof *nv);
 			if (nv == NULL)
 				return KV_ENOMEM;
 			h->v = nv;
@@ -155,7 +156,7 @@ int kv_compact_step(struct kv_store *s, size_t max_keys, bool *done)
 	if (err == 0)
 		err = mvcc__lmdb_err(rc);
 out:
-	free(h.v);
+	kv__free(h.v);
 	if (c != NULL)
 		mdb_cursor_close(c);
 	if (err == 0)

@@ -4,12 +4,13 @@
 #include <string.h>
 
 #include "mvcc_internal.h"
+#include "kv_internal.h"
 
 static int push(struct kv_events *ev, size_t *cap, struct kv_event **out)
 {
 	if (ev->n == *cap) {
 		size_t c = *cap ? *cap * 2 : 16;
-		struct kv_event *e = realloc(ev->events, c * sizeof *e);
+		struct kv_event *e = kv__realloc(ev->events, c * sizeof *e);
 		if (e == NULL)
 			return KV_ENOMEM;
 		ev->events = e;

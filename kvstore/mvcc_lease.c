@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mvcc_internal.h"
+#include "kv_internal.h"
 
 /* What a lease may add to the store, for the quota: its node and a share
  * of a page. */
@@ -200,10 +201,10 @@ static int lease_keys(struct kv_store *s, MDB_txn *txn, int64_t id, struct kv_le
 		}
 		if (out->n_keys == cap) {
 			cap = cap ? cap * 2 : 8;
-			uint8_t **keys = realloc(out->keys, cap * sizeof *keys);
+			uint8_t **keys = kv__realloc(out->keys, cap * sizeof *keys);
 			if (keys != NULL)
 				out->keys = keys;
-			size_t *lens = realloc(out->key_lens, cap * sizeof *lens);
+			size_t *lens = kv__realloc(out->key_lens, cap * sizeof *lens);
 			if (lens != NULL)
 				out->key_lens = lens;
 			if (keys == NULL || lens == NULL) {
@@ -211,7 +212,7 @@ static int lease_keys(struct kv_store *s, MDB_txn *txn, int64_t id, struct kv_le
 				break;
 			}
 		}
-		uint8_t *key = malloc(len + 1);
+		uint8_t *key = kv__malloc(len + 1);
 		if (key == NULL) {
 			err = KV_ENOMEM;
 			break;
@@ -233,9 +234,9 @@ void kv_lease_info_free(struct kv_lease_info *info)
 	if (info == NULL)
 		return;
 	for (size_t i = 0; i < info->n_keys; i++)
-		free(info->keys[i]);
-	free(info->keys);
-	free(info->key_lens);
+		kv__free(info->keys[i]);
+	kv__free(info->keys);
+	kv__free(info->key_lens);
 	memset(info, 0, sizeof *info);
 }
 
@@ -317,7 +318,7 @@ int kv_lease_list(struct kv_store *s, struct kv_lease_list *out)
 		}
 		if (out->n == cap) {
 			cap = cap ? cap * 2 : 8;
-			struct kv_lease *l = realloc(out->leases, cap * sizeof *l);
+			struct kv_lease *l = kv__realloc(out->leases, cap * sizeof *l);
 			if (l == NULL) {
 				err = KV_ENOMEM;
 				break;
@@ -343,6 +344,6 @@ void kv_lease_list_free(struct kv_lease_list *l)
 {
 	if (l == NULL)
 		return;
-	free(l->leases);
+	kv__free(l->leases);
 	memset(l, 0, sizeof *l);
 }

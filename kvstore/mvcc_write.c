@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "mvcc_internal.h"
+#include "kv_internal.h"
 
 int mvcc__req_begin(struct kv_wtx *w, struct mvcc_req *r)
 {
@@ -77,7 +78,7 @@ static int add_event(struct mvcc_req *r, const struct mvcc_rec *rec, const struc
 	}
 	if (w->ev.n == w->ev_cap) {
 		size_t cap = w->ev_cap ? w->ev_cap * 2 : 16;
-		struct kv_event *e = realloc(w->ev.events, cap * sizeof *e);
+		struct kv_event *e = kv__realloc(w->ev.events, cap * sizeof *e);
 		if (e == NULL)
 			return KV_ENOMEM;
 		w->ev.events = e;
@@ -225,14 +226,14 @@ static int del_cb(void *arg, const uint8_t *key, size_t key_len, const struct mv
 	struct del_ctx *c = arg;
 	if (c->n == c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 8;
-		struct del_item *v = realloc(c->v, cap * sizeof *v);
+		struct del_item *v = kv__realloc(c->v, cap * sizeof *v);
 		if (v == NULL)
 			return KV_ENOMEM;
 		c->v = v;
 		c->cap = cap;
 	}
 	struct del_item *d = &c->v[c->n];
-	d->key = malloc(key_len + 1);
+	d->key = kv__malloc(key_len + 1);
 	if (d->key == NULL)
 		return KV_ENOMEM;
 	memcpy(d->key, key, key_len);
@@ -267,8 +268,8 @@ static int delete_keys(struct mvcc_req *r, const struct del_item *keys, size_t n
 static void del_ctx_free(struct del_ctx *c)
 {
 	for (size_t i = 0; i < c->n; i++)
-		free(c->v[i].key);
-	free(c->v);
+		kv__free(c->v[i].key);
+	kv__free(c->v);
 	memset(c, 0, sizeof *c);
 }
 
@@ -284,7 +285,7 @@ static int do_delete(struct mvcc_req *r, const struct kv_delete_req *req,
 			 req_view(r), del_cb, &c);
 	struct kv_kv *prevs = NULL;
 	if (err == 0 && c.n && req->prev_kv) {
-		prevs = calloc(c.n, sizeof *prevs);
+		prevs = kv__calloc(c.n, sizeof *prevs);
 		if (prevs == NULL)
 			err = KV_ENOMEM;
 	}
@@ -296,7 +297,7 @@ static int do_delete(struct mvcc_req *r, const struct kv_delete_req *req,
 	} else if (prevs != NULL) {
 		for (size_t i = 0; i < c.n; i++)
 			mvcc__kv_free(&prevs[i]);
-		free(prevs);
+		kv__free(prevs);
 	}
 	resp->deleted = (int64_t)c.n;
 	del_ctx_free(&c);
@@ -347,7 +348,7 @@ void kv_delete_resp_free(struct kv_delete_resp *resp)
 		return;
 	for (size_t i = 0; i < resp->n_prev_kvs; i++)
 		mvcc__kv_free(&resp->prev_kvs[i]);
-	free(resp->prev_kvs);
+	kv__free(resp->prev_kvs);
 	memset(resp, 0, sizeof *resp);
 }
 
@@ -369,7 +370,7 @@ static int ivs_add(struct ivs *s, struct ivl iv)
 {
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? s->cap * 2 : 8;
-		struct ivl *v = realloc(s->v, cap * sizeof *v);
+		struct ivl *v = kv__realloc(s->v, cap * sizeof *v);
 		if (v == NULL)
 			return KV_ENOMEM;
 		s->v = v;
@@ -445,10 +446,10 @@ static int check_nested(const struct kv_txn_req *t, int depth, struct ivs *puts,
 		err = ivs_add(dels, dt.v[i]);
 	for (size_t i = 0; err == 0 && i < de.n; i++)
 		err = ivs_add(dels, de.v[i]);
-	free(pt.v);
-	free(dt.v);
-	free(pe.v);
-	free(de.v);
+	kv__free(pt.v);
+	kv__free(dt.v);
+	kv__free(pe.v);
+	kv__free(de.v);
 	return err;
 }
 
@@ -486,14 +487,14 @@ static int check_txn(const struct kv_txn_req *t)
 	if (t->n_compares > KV_MAX_TXN_OPS)
 		return KV_ETOOMANYOPS;
 	int err = check_intervals(t->success, t->n_success, 1, &p, &d);
-	free(p.v);
-	free(d.v);
+	kv__free(p.v);
+	kv__free(d.v);
 	p = (struct ivs){ 0 };
 	d = (struct ivs){ 0 };
 	if (err == 0)
 		err = check_intervals(t->failure, t->n_failure, 1, &p, &d);
-	free(p.v);
-	free(d.v);
+	kv__free(p.v);
+	kv__free(d.v);
 	return err;
 }
 
@@ -601,7 +602,7 @@ static void op_resp_free(struct kv_op_resp *o)
 		break;
 	case KV_OP_TXN:
 		kv_txn_resp_free(o->u.txn);
-		free(o->u.txn);
+		kv__free(o->u.txn);
 		o->u.txn = NULL;
 		break;
 	}
@@ -613,7 +614,7 @@ void kv_txn_resp_free(struct kv_txn_resp *resp)
 		return;
 	for (size_t i = 0; i < resp->n_responses; i++)
 		op_resp_free(&resp->responses[i]);
-	free(resp->responses);
+	kv__free(resp->responses);
 	memset(resp, 0, sizeof *resp);
 }
 
@@ -685,7 +686,7 @@ static int do_txn(struct mvcc_req *r, const struct kv_txn_req *t, struct kv_txn_
 	size_t n = ok ? t->n_success : t->n_failure;
 	if (n == 0)
 		return 0;
-	resp->responses = calloc(n, sizeof *resp->responses);
+	resp->responses = kv__calloc(n, sizeof *resp->responses);
 	if (resp->responses == NULL)
 		return KV_ENOMEM;
 	for (size_t i = 0; i < n && err == 0; i++) {
@@ -704,7 +705,7 @@ static int do_txn(struct mvcc_req *r, const struct kv_txn_req *t, struct kv_txn_
 			err = do_delete(r, &ops[i].u.del, &o->u.del);
 			break;
 		case KV_OP_TXN:
-			o->u.txn = calloc(1, sizeof *o->u.txn);
+			o->u.txn = kv__calloc(1, sizeof *o->u.txn);
 			err = o->u.txn ? do_txn(r, ops[i].u.txn, o->u.txn) : KV_ENOMEM;
 			break;
 		default:
@@ -733,7 +734,8 @@ static void set_revision(struct kv_txn_resp *resp, int64_t rev)
 			o->u.del.revision = rev;
 			break;
 		case KV_OP_TXN:
-			set_revision(o->u.txn, rev);
+			if (o->u.txn != NULL) /* NULL: its allocation failed */
+				set_revision(o->u.txn, rev);
 			break;
 		}
 	}
@@ -770,7 +772,7 @@ int kv_txn(struct kv_wtx *w, const struct kv_txn_req *req, struct kv_txn_resp *r
 	if (err == 0) {
 		struct ivs dels = { 0 };
 		err = txn_check(&r, req, &dels);
-		free(dels.v);
+		kv__free(dels.v);
 	}
 	if (err == 0) {
 		err = do_txn(&r, req, resp);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "kv_wal.h"
+#include "kv_internal.h"
 
 enum {
 	REC_ENTRY = 1,
@@ -205,7 +206,7 @@ static int ents_reserve(struct kv_wal *w, size_t more)
 	while (cap < w->count + more) {
 		cap *= 2;
 	}
-	struct meta *m = realloc(w->ents, cap * sizeof *m);
+	struct meta *m = kv__realloc(w->ents, cap * sizeof *m);
 	if (m == NULL) {
 		return KV_ENOMEM;
 	}
@@ -256,13 +257,13 @@ static int set_snap_conf(struct kv_wal *w, const uint8_t *conf, uint32_t len)
 {
 	uint8_t *c = NULL;
 	if (len > 0) {
-		c = malloc(len);
+		c = kv__malloc(len);
 		if (c == NULL) {
 			return KV_ENOMEM;
 		}
 		memcpy(c, conf, len);
 	}
-	free(w->snap_conf);
+	kv__free(w->snap_conf);
 	w->snap_conf = c;
 	w->snap_conf_len = len;
 	return 0;
@@ -275,7 +276,7 @@ static int segs_push(struct kv_wal *w, struct seg s)
 {
 	if (w->nsegs == w->capsegs) {
 		size_t cap = w->capsegs ? 2 * w->capsegs : 16;
-		struct seg *n = realloc(w->segs, cap * sizeof *n);
+		struct seg *n = kv__realloc(w->segs, cap * sizeof *n);
 		if (n == NULL) {
 			return KV_ENOMEM;
 		}
@@ -390,7 +391,7 @@ static int buf_reserve(struct kv_wal *w, size_t n)
 	while (cap < n) {
 		cap *= 2;
 	}
-	uint8_t *b = realloc(w->buf, cap);
+	uint8_t *b = kv__realloc(w->buf, cap);
 	if (b == NULL) {
 		return KV_ENOMEM;
 	}
@@ -594,7 +595,7 @@ int kv_wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n
 		trunc = w->count > 0 && i0 <= wal_last(w);
 	}
 	size_t nrec = n + (trunc ? 1 : 0) + (hs != NULL ? 1 : 0);
-	struct rec *r = calloc(nrec, sizeof *r);
+	struct rec *r = kv__calloc(nrec, sizeof *r);
 	if (r == NULL) {
 		return KV_ENOMEM;
 	}
@@ -614,7 +615,7 @@ int kv_wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n
 		rv = write_recs(w, r, nrec);
 	}
 	if (rv != 0) {
-		free(r);
+		kv__free(r);
 		return rv;
 	}
 	/* Synced: now the index follows (no allocation can fail from here). */
@@ -646,7 +647,7 @@ int kv_wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n
 	}
 	w->stats.appends++;
 	w->stats.entries_written += n;
-	free(r);
+	kv__free(r);
 	return 0;
 }
 
@@ -667,7 +668,7 @@ int kv_wal_save_snapshot(struct kv_wal *w, const struct kv_wal_snapshot *snap)
 	rec_snap(&r, snap->index, snap->term, keep ? SNAP_KEEP_LOG : 0, snap->conf, snap->conf_len);
 	uint8_t *conf = NULL;
 	if (snap->conf_len > 0) {
-		conf = malloc(snap->conf_len);
+		conf = kv__malloc(snap->conf_len);
 		if (conf == NULL) {
 			return KV_ENOMEM;
 		}
@@ -675,10 +676,10 @@ int kv_wal_save_snapshot(struct kv_wal *w, const struct kv_wal_snapshot *snap)
 	}
 	int rv = write_recs(w, &r, 1);
 	if (rv != 0) {
-		free(conf);
+		kv__free(conf);
 		return rv;
 	}
-	free(w->snap_conf);
+	kv__free(w->snap_conf);
 	w->snap_conf = conf;
 	w->snap_conf_len = snap->conf_len;
 	ents_snapshot(w, snap->index, keep);
@@ -1098,7 +1099,7 @@ static int list_segs(struct kv_wal *w, uint64_t **out, size_t *n)
 		}
 		if (nv == cap) {
 			cap = cap ? 2 * cap : 16;
-			uint64_t *nvv = realloc(v, cap * sizeof *v);
+			uint64_t *nvv = kv__realloc(v, cap * sizeof *v);
 			if (nvv == NULL) {
 				rv = KV_ENOMEM;
 				break;
@@ -1109,7 +1110,7 @@ static int list_segs(struct kv_wal *w, uint64_t **out, size_t *n)
 	}
 	closedir(d);
 	if (rv != 0) {
-		free(v);
+		kv__free(v);
 		return rv;
 	}
 	if (nv > 0) {
@@ -1119,7 +1120,7 @@ static int list_segs(struct kv_wal *w, uint64_t **out, size_t *n)
 		if (v[i] != v[i - 1] + 1) {
 			wal_err(w, "%s: segment %016llx missing", w->dir,
 				(unsigned long long)(v[i - 1] + 1));
-			free(v);
+			kv__free(v);
 			return KV_ECORRUPT;
 		}
 	}
@@ -1171,7 +1172,7 @@ static int wal_load(struct kv_wal *w)
 		}
 		rv = scan_seg(w, &w->segs[w->nsegs - 1], i + 1 == n, &w->wpos);
 	}
-	free(seqs);
+	kv__free(seqs);
 	if (rv != 0) {
 		return rv;
 	}
@@ -1205,7 +1206,7 @@ int kv_wal_open(const char *dir, const struct kv_wal_options *opt, struct kv_wal
 		}
 		return KV_EINVAL;
 	}
-	struct kv_wal *w = calloc(1, sizeof *w);
+	struct kv_wal *w = kv__calloc(1, sizeof *w);
 	if (w == NULL) {
 		return KV_ENOMEM;
 	}
@@ -1213,7 +1214,7 @@ int kv_wal_open(const char *dir, const struct kv_wal_options *opt, struct kv_wal
 	w->lockfd = -1;
 	w->seg_bytes = seg_bytes;
 	int rv = KV_ENOMEM;
-	w->dir = strdup(dir);
+	w->dir = kv__strdup(dir);
 	if (w->dir == NULL) {
 		goto err;
 	}
@@ -1261,16 +1262,16 @@ void kv_wal_close(struct kv_wal *w)
 	for (size_t i = 0; i < w->nsegs; i++) {
 		seg_close(&w->segs[i]);
 	}
-	free(w->segs);
-	free(w->ents);
-	free(w->buf);
-	free(w->snap_conf);
+	kv__free(w->segs);
+	kv__free(w->ents);
+	kv__free(w->buf);
+	kv__free(w->snap_conf);
 	if (w->lockfd >= 0) {
 		close(w->lockfd); /* releases the flock */
 	}
 	if (w->dirfd >= 0) {
 		close(w->dirfd);
 	}
-	free(w->dir);
-	free(w);
+	kv__free(w->dir);
+	kv__free(w);
 }

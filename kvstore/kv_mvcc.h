@@ -45,7 +45,7 @@
  *
  * Ownership: request structs and the bytes they point to belong to the caller
  * and are only read during the call. Response structs are filled by the call;
- * what they point to is allocated by the store with malloc and freed by the
+ * what they point to is allocated by the store (kv_heap.h) and freed by the
  * matching kv_*_resp_free() (which also zeroes the struct, and accepts a
  * zeroed struct). On error a response holds nothing to free (it is zeroed).
  * Errors: 0 or a negative code from kv_err.h.

@@ -662,6 +662,65 @@ err_env:
 	return mvcc__lmdb_err(rc);
 }
 
+static char *path_join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + 1 + strlen(name) + 1;
+	char *p = kv__malloc(n);
+	if (p != NULL)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+static void fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+}
+
+/* A new store is made whole in <dir>/create.tmp, synced, then renamed into
+ * place: LMDB writes a new file's meta pages without a sync, so a power loss
+ * before the first sync could leave a data.mdb that never opens again,
+ * though nothing was ever acknowledged. After this, data.mdb exists only
+ * complete. A leftover create.tmp (a crash mid-way) is discarded. */
+static int env_create(struct kv_store *s)
+{
+	char *dir = s->dir, *tmp = path_join(dir, "create.tmp");
+	char *tmp_data = tmp ? path_join(tmp, "data.mdb") : NULL;
+	char *tmp_lock = tmp ? path_join(tmp, "lock.mdb") : NULL;
+	char *data = path_join(dir, "data.mdb");
+	int err = tmp && tmp_data && tmp_lock && data ? 0 : KV_ENOMEM;
+	if (err == 0) {
+		(void)unlink(tmp_data);
+		(void)unlink(tmp_lock);
+		if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+			err = KV_EIO;
+	}
+	if (err == 0) {
+		s->dir = tmp;
+		err = env_open(s);
+		s->dir = dir;
+	}
+	if (err == 0) {
+		err = mvcc__lmdb_err(mdb_env_sync(s->env, 1));
+		mdb_env_close(s->env);
+		s->env = NULL;
+	}
+	if (err == 0 && rename(tmp_data, data) != 0)
+		err = errno == ENOSPC ? KV_EDISKFULL : KV_EIO;
+	if (err == 0)
+		fsync_dir(dir);
+	(void)unlink(tmp_lock);
+	(void)rmdir(tmp);
+	kv__free(tmp);
+	kv__free(tmp_data);
+	kv__free(tmp_lock);
+	kv__free(data);
+	return err;
+}
+
 int kv_open(const char *dir, const struct kv_options *opts, struct kv_store **out)
 {
 	*out = NULL;
@@ -679,7 +738,14 @@ int kv_open(const char *dir, const struct kv_options *opts, struct kv_store **ou
 	}
 	s->quota = opts && opts->quota_bytes ? opts->quota_bytes : KV_DEFAULT_QUOTA;
 	s->no_sync = opts && opts->no_sync;
-	int err = env_open(s);
+	struct stat st;
+	char *data = path_join(dir, "data.mdb");
+	int err = data == NULL ? KV_ENOMEM : 0;
+	if (err == 0 && stat(data, &st) != 0)
+		err = errno == ENOENT ? env_create(s) : KV_EIO;
+	kv__free(data);
+	if (err == 0)
+		err = env_open(s);
 	if (err != 0) {
 		kv__free(s->dir);
 		kv__free(s);

@@ -186,7 +186,4 @@ KV_API void kv_wal_stats(const struct kv_wal *w, struct kv_wal_stats *st);
 /* Message with context of the last failed call on w ("" if none). */
 KV_API const char *kv_wal_last_error(const struct kv_wal *w);
 
-/* CRC-32C (Castagnoli) of buf, continuing from crc (0 to start). */
-KV_API uint32_t kv_crc32c(uint32_t crc, const void *buf, size_t len);
-
 #endif /* CAIRN_KV_WAL_H */

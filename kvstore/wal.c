@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "kv_wal.h"
+#include "crc32c.h"
 #include "kv_internal.h"
 
 enum {
@@ -405,7 +406,7 @@ static void rec_seal(uint8_t *p, uint32_t type, uint32_t len)
 {
 	put32(p + 4, len);
 	put32(p + 8, type);
-	put32(p, kv_crc32c(0, p + 4, (size_t)len + 8));
+	put32(p, cairn_crc32c(0, p + 4, (size_t)len + 8));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -980,7 +981,7 @@ static bool later_batch(const struct seg *s, uint64_t from)
 		if (len > s->size - p - REC_HDR) {
 			continue;
 		}
-		if (kv_crc32c(0, h + 4, (size_t)len + 8) == get32(h)) {
+		if (cairn_crc32c(0, h + 4, (size_t)len + 8) == get32(h)) {
 			return true;
 		}
 	}
@@ -1010,7 +1011,7 @@ static const char *seg_check(const struct seg *s, uint64_t *valid, uint64_t *bat
 			why = "record runs past the end of the segment";
 			break;
 		}
-		if (kv_crc32c(0, h + 4, (size_t)len + 8) != crc) {
+		if (cairn_crc32c(0, h + 4, (size_t)len + 8) != crc) {
 			why = "CRC mismatch";
 			break;
 		}

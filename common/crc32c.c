@@ -1,5 +1,5 @@
 /* crc32c.c: CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of
- * every WAL record. Slicing-by-8 (Kankovsky/Intel): eight 256-entry tables, one
+ * every WAL record and every peer frame. Slicing-by-8 (Kankovsky/Intel): eight 256-entry tables, one
  * table lookup per input byte but eight bytes per iteration, about 1-2 GB/s
  * without SSE4.2. The tables are constants generated offline
  * (T0[i] = i shifted eight times through the polynomial, Tk[i] =
@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kv_wal.h"
+#include "crc32c.h"
 
 static const uint32_t crc32c_table[8][256] = {
 	{
@@ -374,7 +374,7 @@ static const uint32_t crc32c_table[8][256] = {
 	},
 };
 
-uint32_t kv_crc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t cairn_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 	uint32_t c = ~crc;

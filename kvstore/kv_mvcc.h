@@ -186,6 +186,9 @@ KV_API void kv_range_resp_free(struct kv_range_resp *resp);
  * which replaying the log from the applied index restores. */
 
 KV_API int kv_txn_begin_write(struct kv_store *s, struct kv_wtx **out);
+/* 0, or the error that failed the batch (see above): the batch can only be
+ * aborted, or committed to get that error back, and applied again later. */
+KV_API int kv_txn_failed(const struct kv_wtx *wtx);
 /* Commits and frees wtx (also on failure: a failed batch is aborted). */
 KV_API int kv_txn_commit(struct kv_wtx *wtx, uint64_t applied_index);
 

@@ -899,6 +899,11 @@ int kv_txn_begin_write(struct kv_store *s, struct kv_wtx **out)
 	return 0;
 }
 
+int kv_txn_failed(const struct kv_wtx *w)
+{
+	return w->err;
+}
+
 int kv_txn_commit(struct kv_wtx *w, uint64_t applied_index)
 {
 	return kv_txn_commit_events(w, applied_index, NULL);

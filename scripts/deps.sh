@@ -19,6 +19,9 @@ packages=(
 	libssl-dev       # TLS
 	libnghttp2-dev   # gRPC over HTTP/2
 	libcmocka-dev    # tests/unit
+	etcd-server      # a real etcd 3.4: integration and conformance tests compare against it
+	etcd-client      # etcdctl: integration, conformance and tests/unit/test_grpc_uv run it
+	libyaml-dev      # YAML --config-file (server/config.c)
 )
 
 if ! command -v dpkg >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

@@ -69,14 +69,45 @@
  * puts the WAL in a failed state: appends then return KV_EIO, reads still
  * work; reopen recovers (nothing synced before is lost).
  *
- * OWNERSHIP AND THREADS. The WAL is synchronous and not thread safe: one
- * thread at a time (the member's storage thread). kv_wal_open() allocates,
- * kv_wal_close() frees. Entry data and conf blobs passed in are copied to
- * the file before the call returns. Data returned by kv_wal_entries() points
- * into a read-only mapping of the segment and stays valid until that
- * segment is deleted by kv_wal_compact() or the WAL is closed; the snapshot
- * conf blob returned by kv_wal_snapshot_get() is valid until the next
- * kv_wal_save_snapshot() or kv_wal_close().
+ * OWNERSHIP. kv_wal_open() allocates, kv_wal_close() frees. Entry data
+ * and conf blobs passed in are copied to the file before the call returns.
+ * Data returned by kv_wal_entries() points into a read-only mapping of the
+ * segment; the conf blob of kv_wal_snapshot_get() is the WAL's copy. How
+ * long they stay valid is under THREADS.
+ *
+ * THREADS. One writer thread (the member's storage thread) and any number
+ * of reader threads (the member's loop thread) may use a WAL at once:
+ *   - writer calls: kv_wal_append, kv_wal_save_snapshot, kv_wal_compact and
+ *     kv_wal_last_error; one thread at a time, never concurrently with one
+ *     another (the WAL does not serialize two writers);
+ *   - reader calls, safe from any thread at any time, also during a write
+ *     call: kv_wal_entries, kv_wal_term, kv_wal_first_index,
+ *     kv_wal_last_index, kv_wal_bounds, kv_wal_snapshot_get,
+ *     kv_wal_hard_state, kv_wal_stats, kv_wal_read_begin, kv_wal_read_end;
+ *   - kv_wal_open and kv_wal_close: no other call on the WAL may run.
+ * An internal mutex guards the in-memory index (entry positions and terms,
+ * first and last index, hard state, snapshot marker, segment mappings). It
+ * is held only while that index is read or changed, never across a write,
+ * fdatasync, preallocation or file creation: a reader never waits for the
+ * disk (only, at worst, for a page fault of its own on the mapped data).
+ * Each reader call answers from one consistent state; two calls may see two
+ * states (use kv_wal_bounds for first and last together).
+ * What readers see: an append becomes visible only once its whole batch is
+ * synced, in one step (its truncation, entries and hard state together), so
+ * a reader never sees an entry that is not durable; a snapshot marker once
+ * synced; a compaction once its segments are out of the index.
+ * Borrowed data (entry data, the snapshot conf blob) stays valid:
+ *   - single-threaded use: until kv_wal_compact deletes the segment holding
+ *     the entry / until the next kv_wal_save_snapshot, or kv_wal_close;
+ *   - with a concurrent writer: taken between kv_wal_read_begin() and
+ *     kv_wal_read_end() on the same WAL, it stays valid until that
+ *     kv_wal_read_end(). Mappings of segments that kv_wal_compact deletes,
+ *     and replaced conf blobs, are retired rather than released while any
+ *     read section is open, and released when the last one ends (by the
+ *     thread that ends it: munmap/free, no disk I/O). The writer never
+ *     waits for readers; a reader that keeps a section open keeps deleted
+ *     segments' disk space until it ends it, so sections must be short or
+ *     renewed (end, then begin again).
  */
 #ifndef CAIRN_KV_WAL_H
 #define CAIRN_KV_WAL_H
@@ -154,7 +185,9 @@ KV_API void kv_wal_close(struct kv_wal *w);
 KV_API int kv_wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n,
 			 const struct kv_wal_hard_state *hs);
 
-/* Record a snapshot marker durably (index above the current one). Entries
+/* Record a snapshot marker durably (index above the current one; or index
+ * 0, once, on a log that holds nothing yet: a base marker, e.g. a new
+ * cluster's founding configuration, that entries from 1 on follow). Entries
  * up to its index become unavailable; if the log holds the entry at its
  * index with its term, later entries are kept (Raft thesis §5.1: a local
  * snapshot), otherwise the whole log is discarded (an installed one). */
@@ -178,12 +211,21 @@ KV_API int kv_wal_entries(struct kv_wal *w, uint64_t lo, uint64_t hi, uint64_t m
 KV_API int kv_wal_term(const struct kv_wal *w, uint64_t i, uint64_t *term);
 KV_API uint64_t kv_wal_first_index(const struct kv_wal *w);
 KV_API uint64_t kv_wal_last_index(const struct kv_wal *w);
-/* The latest snapshot marker (index 0 if none); conf borrowed. */
+/* First and last index read together (one consistent state). */
+KV_API void kv_wal_bounds(const struct kv_wal *w, uint64_t *first, uint64_t *last);
+/* Open and close a read section (see THREADS): borrowed data taken inside
+ * it stays valid until kv_wal_read_end(). Sections may nest and overlap
+ * across threads; every begin needs one end before kv_wal_close(). */
+KV_API void kv_wal_read_begin(struct kv_wal *w);
+KV_API void kv_wal_read_end(struct kv_wal *w);
+/* The latest snapshot marker (index 0 and no conf if none; index 0 with a
+ * conf for a base marker); conf borrowed (see THREADS). */
 KV_API void kv_wal_snapshot_get(const struct kv_wal *w, struct kv_wal_snapshot *snap);
 /* The latest hard state (zeros if none). */
 KV_API void kv_wal_hard_state(const struct kv_wal *w, struct kv_wal_hard_state *hs);
 KV_API void kv_wal_stats(const struct kv_wal *w, struct kv_wal_stats *st);
-/* Message with context of the last failed call on w ("" if none). */
+/* Message with context of the last failed write call on w ("" if none);
+ * the writer thread's (reads fail only with KV_ECOMPACTED/KV_EUNAVAILABLE). */
 KV_API const char *kv_wal_last_error(const struct kv_wal *w);
 
 #endif /* CAIRN_KV_WAL_H */

@@ -1,12 +1,20 @@
-/* wal.c: the Raft log's write-ahead log (format, recovery rules and
- * ownership: kv_wal.h). Writes go through pwrite on the active segment and
+/* wal.c: the Raft log's write-ahead log (format, recovery rules, ownership
+ * and threads: kv_wal.h). Writes go through pwrite on the active segment and
  * one fdatasync per batch; reads come from a read-only shared mapping of each
- * segment and an in-memory index of entry metadata rebuilt at open. */
+ * segment and an in-memory index of entry metadata rebuilt at open.
+ *
+ * Locking: w->mu guards what readers look at (the entry index, first/last,
+ * the snapshot marker and its conf blob, the hard state, the segment array
+ * and its mappings, the published stats, the reader count and the retired
+ * list). The one writer thread reads its own fields without the lock (no
+ * other thread changes them) and takes it only to change them, never across
+ * a write, fdatasync, preallocation or file creation. */
 #define _DEFAULT_SOURCE /* flock */
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -60,7 +68,15 @@ struct meta {
 	uint32_t type;
 };
 
+/* A mapping or conf blob taken out of the index while readers may still
+ * hold pointers into it: released once no read section is open. */
+struct retired {
+	void *p;
+	size_t len; /* mapping length; 0 for a kv__malloc'ed blob */
+};
+
 struct kv_wal {
+	pthread_mutex_t mu; /* see "Locking" above */
 	char *dir;
 	int dirfd;
 	int lockfd;
@@ -75,17 +91,37 @@ struct kv_wal {
 	struct kv_wal_hard_state hs;
 	uint64_t hs_seq; /* segment holding the latest hard state, 0: none */
 	uint64_t snap_index, snap_term, snap_seq;
+	bool replay_keep; /* at open: the last marker replayed kept the log */
 	uint8_t *snap_conf;
 	uint32_t snap_conf_len;
 	uint8_t *buf; /* records of the batch being written */
 	size_t buf_cap;
 	bool failed;
-	struct kv_wal_stats stats;
-	char err[ERRLEN];
+	struct kv_wal_stats stats; /* the writer's; readers see pub */
+	struct kv_wal_stats pub;   /* under mu: stats as of the last write call */
+	uint32_t readers;          /* under mu: open read sections */
+	struct retired *ret;       /* under mu: released when readers is 0 */
+	size_t nret, capret;
+	char err[ERRLEN]; /* the writer's (kv_wal_last_error) */
 };
 
 /* ------------------------------------------------------------------------ */
 /* Little helpers.                                                          */
+
+/* Readers take const pointers; the mutex is the one mutable part. */
+static void wal_lock(const struct kv_wal *w)
+{
+	int rv = pthread_mutex_lock((pthread_mutex_t *)&w->mu);
+	assert(rv == 0);
+	(void)rv;
+}
+
+static void wal_unlock(const struct kv_wal *w)
+{
+	int rv = pthread_mutex_unlock((pthread_mutex_t *)&w->mu);
+	assert(rv == 0);
+	(void)rv;
+}
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -254,6 +290,71 @@ static const struct meta *ent(const struct kv_wal *w, uint64_t i)
 	return &w->ents[w->head + (size_t)(i - w->first)];
 }
 
+/* ------------------------------------------------------------------------ */
+/* Retired mappings and blobs (kv_wal.h, THREADS).                          */
+
+static int ret_reserve_locked(struct kv_wal *w, size_t more)
+{
+	if (w->nret + more <= w->capret) {
+		return 0;
+	}
+	size_t cap = w->capret ? w->capret : 8;
+	while (cap < w->nret + more) {
+		cap *= 2;
+	}
+	struct retired *r = kv__realloc(w->ret, cap * sizeof *r);
+	if (r == NULL) {
+		return KV_ENOMEM;
+	}
+	w->ret = r;
+	w->capret = cap;
+	return 0;
+}
+
+static void ret_free(struct retired *r)
+{
+	if (r->len > 0) {
+		munmap(r->p, r->len);
+	} else {
+		kv__free(r->p);
+	}
+}
+
+/* Release everything retired if no read section is open. munmap of a
+ * read-only mapping and free do no disk I/O, so this runs under mu. */
+static void ret_collect_locked(struct kv_wal *w)
+{
+	if (w->readers > 0) {
+		return;
+	}
+	for (size_t i = 0; i < w->nret; i++) {
+		ret_free(&w->ret[i]);
+	}
+	w->nret = 0;
+}
+
+/* Take p out of readers' reach: released now if no read section is open,
+ * else when the last one ends. Room was made with ret_reserve_locked(). */
+static void ret_push_locked(struct kv_wal *w, void *p, size_t len)
+{
+	if (p == NULL) {
+		return;
+	}
+	assert(w->nret < w->capret);
+	w->ret[w->nret++] = (struct retired){ .p = p, .len = len };
+	ret_collect_locked(w);
+}
+
+/* Make the writer's stats visible to kv_wal_stats(). */
+static void publish(struct kv_wal *w)
+{
+	wal_lock(w);
+	w->pub = w->stats;
+	w->pub.tail_segment = w->nsegs > 0 ? w->segs[w->nsegs - 1].seq : 0;
+	w->pub.tail_offset = w->wpos;
+	wal_unlock(w);
+}
+
 static int set_snap_conf(struct kv_wal *w, const uint8_t *conf, uint32_t len)
 {
 	uint8_t *c = NULL;
@@ -361,7 +462,9 @@ static int seg_create(struct kv_wal *w)
 		unlinkat(w->dirfd, name, 0);
 		goto err_close;
 	}
+	wal_lock(w);
 	rv = segs_push(w, s);
+	wal_unlock(w);
 	if (rv != 0) {
 		unlinkat(w->dirfd, name, 0);
 		goto err_unmap;
@@ -563,8 +666,8 @@ static void rec_snap(struct rec *r, uint64_t index, uint64_t term, uint32_t flag
 /* ------------------------------------------------------------------------ */
 /* Public: writes.                                                          */
 
-int kv_wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n,
-		  const struct kv_wal_hard_state *hs)
+static int wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n,
+		      const struct kv_wal_hard_state *hs)
 {
 	if (w->failed) {
 		wal_err(w, "%s: an earlier write failed; reopen the WAL", w->dir);
@@ -611,7 +714,9 @@ int kv_wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n
 		rec_hs(&r[k++], hs);
 	}
 	assert(k == nrec);
+	wal_lock(w);
 	int rv = ents_reserve(w, n);
+	wal_unlock(w);
 	if (rv == 0) {
 		rv = write_recs(w, r, nrec);
 	}
@@ -619,7 +724,9 @@ int kv_wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n
 		kv__free(r);
 		return rv;
 	}
-	/* Synced: now the index follows (no allocation can fail from here). */
+	/* Synced: now the index follows (no allocation can fail from here), in
+	 * one locked step, so readers see the whole batch or none of it. */
+	wal_lock(w);
 	k = 0;
 	if (trunc) {
 		ents_truncate(w, entries[0].index);
@@ -646,19 +753,31 @@ int kv_wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n
 		w->hs = *hs;
 		w->hs_seq = r[k].seq;
 	}
+	wal_unlock(w);
 	w->stats.appends++;
 	w->stats.entries_written += n;
 	kv__free(r);
 	return 0;
 }
 
-int kv_wal_save_snapshot(struct kv_wal *w, const struct kv_wal_snapshot *snap)
+int kv_wal_append(struct kv_wal *w, const struct kv_wal_entry *entries, size_t n,
+		  const struct kv_wal_hard_state *hs)
+{
+	int rv = wal_append(w, entries, n, hs);
+	publish(w);
+	return rv;
+}
+
+static int wal_save_snapshot(struct kv_wal *w, const struct kv_wal_snapshot *snap)
 {
 	if (w->failed) {
 		wal_err(w, "%s: an earlier write failed; reopen the WAL", w->dir);
 		return KV_EIO;
 	}
-	if (snap->index <= w->snap_index || (snap->conf_len > 0 && snap->conf == NULL)) {
+	/* Index 0 is accepted once, on a log that holds nothing yet: a base
+	 * marker (e.g. a new cluster's founding configuration). */
+	bool base = snap->index == 0 && w->snap_seq == 0 && w->count == 0 && w->first == 1;
+	if ((snap->index <= w->snap_index && !base) || (snap->conf_len > 0 && snap->conf == NULL)) {
 		wal_err(w, "%s: snapshot at %llu, current one at %llu", w->dir,
 			(unsigned long long)snap->index, (unsigned long long)w->snap_index);
 		return KV_EINVAL;
@@ -675,22 +794,37 @@ int kv_wal_save_snapshot(struct kv_wal *w, const struct kv_wal_snapshot *snap)
 		}
 		memcpy(conf, snap->conf, snap->conf_len);
 	}
-	int rv = write_recs(w, &r, 1);
+	/* Room to retire the old blob, made before anything is written. */
+	wal_lock(w);
+	int rv = ret_reserve_locked(w, 1);
+	wal_unlock(w);
+	if (rv == 0) {
+		rv = write_recs(w, &r, 1);
+	}
 	if (rv != 0) {
 		kv__free(conf);
 		return rv;
 	}
-	kv__free(w->snap_conf);
+	wal_lock(w);
+	ret_push_locked(w, w->snap_conf, 0);
 	w->snap_conf = conf;
 	w->snap_conf_len = snap->conf_len;
 	ents_snapshot(w, snap->index, keep);
 	w->snap_index = snap->index;
 	w->snap_term = snap->term;
+	wal_unlock(w);
 	w->snap_seq = r.seq;
 	return 0;
 }
 
-int kv_wal_compact(struct kv_wal *w, uint64_t index)
+int kv_wal_save_snapshot(struct kv_wal *w, const struct kv_wal_snapshot *snap)
+{
+	int rv = wal_save_snapshot(w, snap);
+	publish(w);
+	return rv;
+}
+
+static int wal_compact(struct kv_wal *w, uint64_t index)
 {
 	if (index > w->snap_index) {
 		wal_err(w, "%s: compact to %llu beyond the snapshot at %llu", w->dir,
@@ -735,21 +869,46 @@ int kv_wal_compact(struct kv_wal *w, uint64_t index)
 	}
 	size_t k = 0;
 	while (k < w->nsegs && w->segs[k].seq < below) {
-		char name[64];
-		seg_name(name, sizeof name, w->segs[k].seq, "wal");
-		seg_close(&w->segs[k]);
-		if (unlinkat(w->dirfd, name, 0) != 0) {
-			int e = errno;
-			wal_err(w, "%s/%s: unlink: %s", w->dir, name, strerror(e));
-			memmove(w->segs, w->segs + k + 1, (w->nsegs - k - 1) * sizeof *w->segs);
-			w->nsegs -= k + 1;
-			return errno_code(e);
-		}
-		w->stats.segments_deleted++;
 		k++;
 	}
-	memmove(w->segs, w->segs + k, (w->nsegs - k) * sizeof *w->segs);
-	w->nsegs -= k;
+	/* No indexed entry lives in these segments (all their entries are at or
+	 * below the snapshot), but a reader in a read section may still hold
+	 * data from them: their mappings are retired, not unmapped at once. */
+	wal_lock(w);
+	int rv = ret_reserve_locked(w, k);
+	if (rv == 0) {
+		for (size_t i = 0; i < k; i++) {
+			ret_push_locked(w, w->segs[i].map, (size_t)w->segs[i].size);
+			w->segs[i].map = NULL;
+		}
+	}
+	wal_unlock(w);
+	if (rv != 0) {
+		return rv;
+	}
+	/* Unlink oldest first, outside the lock. A segment that cannot be
+	 * unlinked stays in the array (unmapped) with every later one, so the
+	 * files on disk remain a run without gaps and a later call retries. */
+	size_t done = 0;
+	for (; done < k; done++) {
+		struct seg *s = &w->segs[done];
+		char name[64];
+		seg_name(name, sizeof name, s->seq, "wal");
+		seg_close(s);
+		if (unlinkat(w->dirfd, name, 0) != 0) {
+			rv = errno_code(errno);
+			wal_err(w, "%s/%s: unlink: %s", w->dir, name, strerror(errno));
+			break;
+		}
+		w->stats.segments_deleted++;
+	}
+	wal_lock(w);
+	memmove(w->segs, w->segs + done, (w->nsegs - done) * sizeof *w->segs);
+	w->nsegs -= done;
+	wal_unlock(w);
+	if (rv != 0) {
+		return rv;
+	}
 	if (fsync(w->dirfd) != 0) {
 		wal_err(w, "%s: fsync directory: %s", w->dir, strerror(errno));
 		return errno_code(errno);
@@ -757,87 +916,132 @@ int kv_wal_compact(struct kv_wal *w, uint64_t index)
 	return 0;
 }
 
+int kv_wal_compact(struct kv_wal *w, uint64_t index)
+{
+	int rv = wal_compact(w, index);
+	publish(w);
+	return rv;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Public: reads.                                                           */
+
+void kv_wal_read_begin(struct kv_wal *w)
+{
+	wal_lock(w);
+	w->readers++;
+	wal_unlock(w);
+}
+
+void kv_wal_read_end(struct kv_wal *w)
+{
+	wal_lock(w);
+	assert(w->readers > 0);
+	w->readers--;
+	ret_collect_locked(w);
+	wal_unlock(w);
+}
 
 int kv_wal_entries(struct kv_wal *w, uint64_t lo, uint64_t hi, uint64_t max_bytes,
 		   struct kv_wal_entry *out, uint32_t *n)
 {
 	*n = 0;
+	int rv = 0;
+	wal_lock(w);
 	if (lo < w->first) {
-		return KV_ECOMPACTED;
-	}
-	if (lo >= hi || w->count == 0 || hi - 1 > wal_last(w)) {
-		return KV_EUNAVAILABLE;
-	}
-	uint64_t bytes = 0;
-	uint32_t k = 0;
-	for (uint64_t i = lo; i < hi; i++) {
-		const struct meta *m = ent(w, i);
-		if (k > 0 && bytes + m->len > max_bytes) {
-			break;
+		rv = KV_ECOMPACTED;
+	} else if (lo >= hi || w->count == 0 || hi - 1 > wal_last(w)) {
+		rv = KV_EUNAVAILABLE;
+	} else {
+		uint64_t bytes = 0;
+		uint32_t k = 0;
+		for (uint64_t i = lo; i < hi; i++) {
+			const struct meta *m = ent(w, i);
+			if (k > 0 && bytes + m->len > max_bytes) {
+				break;
+			}
+			const struct seg *s = seg_of(w, m->seq);
+			out[k++] = (struct kv_wal_entry){
+				.term = m->term,
+				.index = i,
+				.type = m->type,
+				.len = m->len,
+				.data = s->map + m->off,
+			};
+			bytes += m->len;
 		}
-		const struct seg *s = seg_of(w, m->seq);
-		out[k++] = (struct kv_wal_entry){
-			.term = m->term,
-			.index = i,
-			.type = m->type,
-			.len = m->len,
-			.data = s->map + m->off,
-		};
-		bytes += m->len;
+		*n = k;
 	}
-	*n = k;
-	return 0;
+	wal_unlock(w);
+	return rv;
 }
 
 int kv_wal_term(const struct kv_wal *w, uint64_t i, uint64_t *term)
 {
 	*term = 0;
+	int rv = 0;
+	wal_lock(w);
 	if (i == w->snap_index) {
 		*term = w->snap_term;
-		return 0;
+	} else if (i < w->first) {
+		rv = KV_ECOMPACTED;
+	} else if (w->count == 0 || i > wal_last(w)) {
+		rv = KV_EUNAVAILABLE;
+	} else {
+		*term = ent(w, i)->term;
 	}
-	if (i < w->first) {
-		return KV_ECOMPACTED;
-	}
-	if (w->count == 0 || i > wal_last(w)) {
-		return KV_EUNAVAILABLE;
-	}
-	*term = ent(w, i)->term;
-	return 0;
+	wal_unlock(w);
+	return rv;
 }
 
 uint64_t kv_wal_first_index(const struct kv_wal *w)
 {
-	return w->first;
+	wal_lock(w);
+	uint64_t v = w->first;
+	wal_unlock(w);
+	return v;
 }
 
 uint64_t kv_wal_last_index(const struct kv_wal *w)
 {
-	return w->first + w->count - 1;
+	wal_lock(w);
+	uint64_t v = w->first + w->count - 1;
+	wal_unlock(w);
+	return v;
+}
+
+void kv_wal_bounds(const struct kv_wal *w, uint64_t *first, uint64_t *last)
+{
+	wal_lock(w);
+	*first = w->first;
+	*last = w->first + w->count - 1;
+	wal_unlock(w);
 }
 
 void kv_wal_snapshot_get(const struct kv_wal *w, struct kv_wal_snapshot *snap)
 {
+	wal_lock(w);
 	*snap = (struct kv_wal_snapshot){
 		.index = w->snap_index,
 		.term = w->snap_term,
 		.conf_len = w->snap_conf_len,
 		.conf = w->snap_conf,
 	};
+	wal_unlock(w);
 }
 
 void kv_wal_hard_state(const struct kv_wal *w, struct kv_wal_hard_state *hs)
 {
+	wal_lock(w);
 	*hs = w->hs;
+	wal_unlock(w);
 }
 
 void kv_wal_stats(const struct kv_wal *w, struct kv_wal_stats *st)
 {
-	*st = w->stats;
-	st->tail_segment = w->nsegs > 0 ? w->segs[w->nsegs - 1].seq : 0;
-	st->tail_offset = w->wpos;
+	wal_lock(w);
+	*st = w->pub;
+	wal_unlock(w);
 }
 
 const char *kv_wal_last_error(const struct kv_wal *w)
@@ -863,8 +1067,15 @@ static int replay(struct kv_wal *w, struct seg *s, uint64_t off, uint32_t type, 
 		uint64_t term = get64(p), index = get64(p + 8);
 		if (w->count == 0) {
 			/* After a snapshot marker the log restarts right after it; before
-			 * any (a compacted prefix), the first entry seen starts it. */
-			if (w->snap_index != 0 && index != w->snap_index + 1) {
+			 * any (a compacted prefix), the first entry seen starts it. So
+			 * does an entry after a marker that kept the log when this is
+			 * the first entry replayed: the entries that followed that
+			 * marker's index were written before it, in segments a later
+			 * compaction deleted (a stale marker at the front of the oldest
+			 * segment left). wal_load() checks that the log so rebuilt
+			 * starts right after the latest marker. */
+			bool stale = w->replay_keep && index > w->snap_index + 1;
+			if (w->snap_index != 0 && index != w->snap_index + 1 && !stale) {
 				why = "entry does not follow the snapshot";
 				break;
 			}
@@ -910,7 +1121,8 @@ static int replay(struct kv_wal *w, struct seg *s, uint64_t off, uint32_t type, 
 		if (set_snap_conf(w, p + SNAP_HDR, len - SNAP_HDR) != 0) {
 			return KV_ENOMEM;
 		}
-		ents_snapshot(w, index, (get32(p + 16) & SNAP_KEEP_LOG) != 0);
+		w->replay_keep = (get32(p + 16) & SNAP_KEEP_LOG) != 0;
+		ents_snapshot(w, index, w->replay_keep);
 		w->snap_index = index;
 		w->snap_term = get64(p + 8);
 		w->snap_seq = s->seq;
@@ -1211,6 +1423,10 @@ int kv_wal_open(const char *dir, const struct kv_wal_options *opt, struct kv_wal
 	if (w == NULL) {
 		return KV_ENOMEM;
 	}
+	if (pthread_mutex_init(&w->mu, NULL) != 0) {
+		kv__free(w);
+		return KV_ENOMEM;
+	}
 	w->dirfd = -1;
 	w->lockfd = -1;
 	w->seg_bytes = seg_bytes;
@@ -1245,6 +1461,7 @@ int kv_wal_open(const char *dir, const struct kv_wal_options *opt, struct kv_wal
 	if (rv != 0) {
 		goto err;
 	}
+	publish(w);
 	*out = w;
 	return 0;
 err:
@@ -1260,9 +1477,14 @@ void kv_wal_close(struct kv_wal *w)
 	if (w == NULL) {
 		return;
 	}
+	assert(w->readers == 0);
 	for (size_t i = 0; i < w->nsegs; i++) {
 		seg_close(&w->segs[i]);
 	}
+	for (size_t i = 0; i < w->nret; i++) {
+		ret_free(&w->ret[i]);
+	}
+	kv__free(w->ret);
 	kv__free(w->segs);
 	kv__free(w->ents);
 	kv__free(w->buf);
@@ -1274,5 +1496,6 @@ void kv_wal_close(struct kv_wal *w)
 		close(w->dirfd);
 	}
 	kv__free(w->dir);
+	pthread_mutex_destroy(&w->mu);
 	kv__free(w);
 }

@@ -1,0 +1,1181 @@
+/* member.c: one Cairn member (member.h): the Raft core, the log store, the
+ * LMDB store on the storage thread, the peer transport and the etcd v3 KV,
+ * Maintenance.Status and Cluster.MemberList calls, on one libuv loop.
+ *
+ * The loop follows THE LOOP CONTRACT (raft/raft.h, docs/architecture.md
+ * §2.3): it takes one update at a time; sends its messages at once; gives
+ * the storage thread one job that persists the update (logstore_persist)
+ * and applies its committed entries to LMDB in one write transaction; and
+ * when that job is done sends msgs_after_persist, answers the clients whose
+ * Requests were applied, serves ReadIndex reads and advances. */
+#include "member.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+#include "apply.h"
+#include "cairn/request.pb-c.h"
+#include "etcdserverpb/rpc.pb-c.h"
+#include "grpc.h"
+#include "grpc_uv.h"
+#include "kvconv.h"
+#include "kvstore.h"
+#include "logstore.h"
+#include "peer.h"
+#include "raft.h"
+#include "raftwire.h"
+#include "tls_filter.h"
+#include "worker.h"
+
+#define SERVER_VERSION "3.4.0" /* the etcd API version Cairn speaks, for Status */
+#define MAX_WAITERS 65536      /* proposals and reads waiting for an answer */
+#define MAX_LISTENERS 16
+#define RETRY_MS 100 /* a failed storage job is tried again after this */
+
+enum {
+	ST_OK = 0,
+	ST_INVALID_ARGUMENT = 3,
+	ST_DEADLINE = 4,
+	ST_RESOURCE_EXHAUSTED = 8,
+	ST_INTERNAL = 13,
+	ST_UNAVAILABLE = 14
+};
+
+/* A client call waiting for its Request to be applied, or for a read. */
+struct waiter {
+	uint64_t id; /* 0: free slot */
+	struct net_grpc_call *call;
+	uint64_t deadline_ms;
+	Etcdserverpb__RangeRequest *range; /* reads: the request, unpacked */
+};
+
+/* One Request's result, carried back from the storage thread. */
+struct result {
+	uint64_t id;
+	struct apply_result r;
+};
+
+struct peer_info {
+	uint64_t id;
+	char *name;
+	char *peer_url;
+};
+
+/* The storage thread's job for one update. */
+struct update_job {
+	struct srv_job job;
+	struct srv_member *m;
+	struct raft_update u;
+	int err;            /* persist or apply failure: the job is run again */
+	bool persisted;     /* step 2 done (kept across retries) */
+	struct result *res; /* results of this member's Requests */
+	size_t n_res, cap_res;
+	uint64_t applied; /* the store's applied index after the job */
+	int64_t revision; /* the store's revision after the job */
+};
+
+struct srv_member {
+	uv_loop_t *loop;
+	char *name;
+	char *data_dir;
+	uint64_t id, cluster_id;
+	uint32_t heartbeat_ms, election_ms;
+	uint32_t max_request_bytes;
+
+	struct logstore *ls;
+	struct kv_store *kv;
+	struct raft *raft;
+	uint64_t rng;
+
+	struct srv_worker *worker;
+	struct update_job job;
+	bool job_busy;   /* an update is out to the storage thread */
+	uv_timer_t tick; /* every heartbeat */
+	uv_timer_t retry;
+	uv_idle_t kick; /* runs process() once the current callback returns */
+	bool kick_on;
+
+	struct srv_raftwire_limits wire_lim; /* what a peer's message may hold */
+	struct net_transport *transport;
+	struct net_tls_filter_ctx peer_tls, client_tls;
+	struct net_grpc_server *grpc;
+	struct net_grpc_listener *listeners[MAX_LISTENERS];
+	size_t n_listeners;
+
+	struct peer_info *peers;
+	size_t n_peers;
+	char **client_urls;
+	size_t n_client_urls;
+
+	struct waiter *waiters;
+	size_t n_waiters; /* slots in use */
+	uint64_t next_seq;
+	uint64_t applied;
+	int64_t revision;
+	uint64_t term, leader;
+
+	bool stopping;
+	int closing; /* handles still to close */
+	void (*stopped)(void *data);
+	void *stopped_data;
+};
+
+static uint64_t now_ms(struct srv_member *m)
+{
+	return uv_now(m->loop);
+}
+
+/* The member of this process: one per process, so that callbacks that
+ * carry only a call or a waiter id find it. */
+static struct srv_member *the_member;
+
+/* One log line on stderr: time, level, member, event, then key=value text. */
+static void mlog(const struct srv_member *m, const char *level, const char *event, const char *fmt,
+		 ...)
+{
+	char line[1024];
+	char ts[40];
+	struct timespec now;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+	int n = snprintf(line, sizeof line, "%s.%03ldZ %-5s member=%s event=%s", ts,
+			 now.tv_nsec / 1000000, level, m->name, event);
+	if (n > 0 && (size_t)n < sizeof line && fmt != NULL && fmt[0] != 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		line[n++] = ' ';
+		int k = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+		va_end(ap);
+		n = k < 0 ? n : n + k;
+	}
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof line - 1)
+		n = (int)sizeof line - 2;
+	line[n++] = '\n';
+	fwrite(line, 1, (size_t)n, stderr);
+}
+
+/* ---- ids --------------------------------------------------------------- */
+
+/* SHA-256 of the parts, first 8 bytes big-endian, never 0: member ids from
+ * a member's peer URL and the cluster token, the cluster id from the sorted
+ * member ids and the token (etcd derives both the same way, with SHA-1). */
+static uint64_t hash_id(const void *a, size_t alen, const char *token)
+{
+	uint8_t md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	uint64_t v = 0;
+	if (c != NULL && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(c, a, alen) == 1 && EVP_DigestUpdate(c, token, strlen(token)) == 1 &&
+	    EVP_DigestFinal_ex(c, md, &mdlen) == 1 && mdlen >= 8) {
+		for (int i = 0; i < 8; i++)
+			v = v << 8 | md[i];
+	}
+	EVP_MD_CTX_free(c);
+	return v ? v : 1;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t rng_next(void *ctx)
+{
+	uint64_t *s = ctx; /* xorshift64* */
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 0x2545F4914F6CDD1Dull;
+}
+
+/* ---- waiters ------------------------------------------------------------- */
+
+static struct waiter *waiter_add(struct srv_member *m, struct net_grpc_call *call, uint64_t id)
+{
+	if (m->n_waiters >= MAX_WAITERS)
+		return NULL;
+	size_t slot = (size_t)(id % MAX_WAITERS);
+	while (m->waiters[slot].id != 0)
+		slot = (slot + 1) % MAX_WAITERS;
+	struct waiter *w = &m->waiters[slot];
+	w->id = id;
+	w->call = call;
+	w->deadline_ms =
+		now_ms(m) + 5000 + 2 * (uint64_t)m->election_ms; /* etcd's request timeout */
+	w->range = NULL;
+	m->n_waiters++;
+	return w;
+}
+
+static struct waiter *waiter_find(struct srv_member *m, uint64_t id)
+{
+	size_t slot = (size_t)(id % MAX_WAITERS);
+	for (size_t n = 0; n < MAX_WAITERS && m->waiters[slot].id != 0; n++) {
+		if (m->waiters[slot].id == id)
+			return &m->waiters[slot];
+		slot = (slot + 1) % MAX_WAITERS;
+	}
+	return NULL;
+}
+
+/* Removes w, keeping later entries of its probe chain reachable. */
+static void waiter_remove(struct srv_member *m, struct waiter *w)
+{
+	size_t slot = (size_t)(w - m->waiters);
+	if (w->range != NULL)
+		etcdserverpb__range_request__free_unpacked(w->range, NULL);
+	memset(w, 0, sizeof *w);
+	m->n_waiters--;
+	/* re-insert the rest of the cluster (linear probing deletion) */
+	size_t i = (slot + 1) % MAX_WAITERS;
+	while (m->waiters[i].id != 0) {
+		struct waiter moved = m->waiters[i];
+		memset(&m->waiters[i], 0, sizeof moved);
+		m->n_waiters--;
+		struct waiter *n = waiter_add(m, moved.call, moved.id);
+		n->deadline_ms = moved.deadline_ms;
+		n->range = moved.range;
+		i = (i + 1) % MAX_WAITERS;
+	}
+}
+
+static void on_call_cancel(struct net_grpc_call *call, void *user);
+
+/* The call's callbacks carry its waiter id, so a moved waiter is found. */
+static void waiter_attach(struct waiter *w)
+{
+	static const struct net_grpc_call_callbacks cbs = { .on_cancel = on_call_cancel };
+	net_grpc_call_set_callbacks(w->call, &cbs, (void *)(uintptr_t)w->id);
+}
+
+static void on_call_cancel(struct net_grpc_call *call, void *user)
+{
+	struct srv_member *m = the_member;
+	struct waiter *w = waiter_find(m, (uint64_t)(uintptr_t)user);
+	if (w != NULL && w->call == call)
+		waiter_remove(m, w);
+}
+
+/* ---- responses -------------------------------------------------------- */
+
+static void header_init(struct srv_member *m, Etcdserverpb__ResponseHeader *h, int64_t rev)
+{
+	etcdserverpb__response_header__init(h);
+	h->cluster_id = m->cluster_id;
+	h->member_id = m->id;
+	h->raft_term = m->term;
+	h->revision = rev;
+}
+
+static void finish_msg(struct net_grpc_call *call, const ProtobufCMessage *msg)
+{
+	size_t n = protobuf_c_message_get_packed_size(msg);
+	uint8_t *buf = malloc(n ? n : 1);
+	if (buf == NULL) {
+		net_grpc_call_finish(call, ST_INTERNAL, "out of memory");
+		return;
+	}
+	protobuf_c_message_pack(msg, buf);
+	int err = net_grpc_call_send(call, buf, n);
+	free(buf);
+	net_grpc_call_finish(call, err == 0 ? ST_OK : ST_INTERNAL, err == 0 ? "" : "send failed");
+}
+
+static void finish_error(struct net_grpc_call *call, int code, const char *msg)
+{
+	net_grpc_call_finish(call, code, msg);
+}
+
+/* A Range served from the local store (serializable, or once a ReadIndex
+ * read's index is applied). */
+static void serve_range(struct srv_member *m, struct net_grpc_call *call,
+			const Etcdserverpb__RangeRequest *q)
+{
+	struct kv_range_req req;
+	struct kv_range_resp resp;
+	struct kvconv_arena a = { 0 };
+	Etcdserverpb__RangeResponse out;
+	Etcdserverpb__ResponseHeader h;
+	kvconv_range_req(q, &req);
+	int err = kv_range(m->kv, &req, &resp);
+	if (err != 0) {
+		struct kvconv_status st;
+		kvconv_error(err, &st);
+		finish_error(call, st.code, st.message);
+		return;
+	}
+	header_init(m, &h, resp.revision);
+	if (kvconv_range_resp(&resp, &h, &a, &out) != 0)
+		finish_error(call, ST_INTERNAL, "out of memory");
+	else
+		finish_msg(call, &out.base);
+	kvconv_arena_free(&a);
+	kv_range_resp_free(&resp);
+}
+
+/* ---- the storage thread's job ----------------------------------------- */
+
+static void job_add_result(struct update_job *j, uint64_t id, struct apply_result *r)
+{
+	if (j->n_res == j->cap_res) {
+		size_t cap = j->cap_res ? j->cap_res * 2 : 16;
+		struct result *v = realloc(j->res, cap * sizeof *v);
+		if (v == NULL) {
+			apply_result_free(r); /* the client's call times out */
+			return;
+		}
+		j->res = v;
+		j->cap_res = cap;
+	}
+	j->res[j->n_res].id = id;
+	j->res[j->n_res++].r = *r;
+}
+
+static void job_clear_results(struct update_job *j)
+{
+	for (size_t i = 0; i < j->n_res; i++)
+		apply_result_free(&j->res[i].r);
+	j->n_res = 0;
+}
+
+/* Applies the committed entries in one write transaction. */
+static int job_apply(struct update_job *j)
+{
+	struct srv_member *m = j->m;
+	struct kv_wtx *w;
+	Etcdserverpb__ResponseHeader h;
+	uint64_t last = 0;
+	int err = kv_txn_begin_write(m->kv, &w);
+	if (err != 0)
+		return err;
+	header_init(m, &h, 0);
+	h.raft_term = j->u.committed[j->u.n_committed - 1].term;
+	for (uint32_t i = 0; i < j->u.n_committed && err == 0; i++) {
+		const struct raft_entry *e = &j->u.committed[i];
+		last = e->index;
+		if (e->index <= j->applied)
+			continue; /* applied before a restart: replay skips it */
+		if (e->type != RAFT_ENTRY_NORMAL || e->len == 0)
+			continue; /* no-ops; the core applies conf changes itself */
+		Cairn__Serverpb__Request *req =
+			cairn__serverpb__request__unpack(NULL, e->len, e->data);
+		if (req == NULL)
+			continue; /* not a Request: every member skips it alike */
+		struct apply_result r;
+		err = apply_request(w, req, &h, &r);
+		if (err == 0 && req->member_id == m->id && req->id != 0)
+			job_add_result(j, req->id, &r);
+		else if (err == 0)
+			apply_result_free(&r);
+		cairn__serverpb__request__free_unpacked(req, NULL);
+	}
+	if (err != 0) {
+		kv_txn_abort(w);
+		return err;
+	}
+	err = kv_txn_commit(w, last > j->applied ? last : j->applied);
+	if (err == 0) {
+		struct kv_status st;
+		if (last > j->applied)
+			j->applied = last;
+		if (kv_status(m->kv, &st) == 0)
+			j->revision = st.revision;
+	}
+	return err;
+}
+
+static void job_run(struct srv_job *job)
+{
+	struct update_job *j = (struct update_job *)job;
+	j->err = 0;
+	if (!j->persisted) {
+		j->err = logstore_persist(j->m->ls, &j->u);
+		if (j->err != 0)
+			return;
+		j->persisted = true;
+	}
+	if (j->u.n_committed > 0) {
+		job_clear_results(j);
+		j->err = job_apply(j);
+	}
+}
+
+static void process(struct srv_member *m);
+static void kick(struct srv_member *m);
+static void send_msgs(struct srv_member *m, const struct raft_msg *msgs, uint32_t n);
+
+static void answer_results(struct srv_member *m, struct update_job *j)
+{
+	for (size_t i = 0; i < j->n_res; i++) {
+		struct waiter *w = waiter_find(m, j->res[i].id);
+		if (w == NULL)
+			continue; /* the client is gone */
+		struct net_grpc_call *call = w->call;
+		struct apply_result *r = &j->res[i].r;
+		waiter_remove(m, w);
+		if (r->code != 0) {
+			finish_error(call, r->code, r->message);
+		} else {
+			int err = net_grpc_call_send(call, r->resp, r->resp_len);
+			net_grpc_call_finish(call, err == 0 ? ST_OK : ST_INTERNAL,
+					     err == 0 ? "" : "send failed");
+		}
+	}
+	job_clear_results(j);
+}
+
+static void serve_reads(struct srv_member *m, const struct raft_update *u)
+{
+	for (uint32_t i = 0; i < u->n_reads; i++) {
+		const struct raft_read_state *rs = &u->reads[i];
+		struct waiter *w = waiter_find(m, rs->id);
+		if (w == NULL)
+			continue;
+		struct net_grpc_call *call = w->call;
+		Etcdserverpb__RangeRequest *q = w->range;
+		w->range = NULL;
+		waiter_remove(m, w);
+		if (rs->status != 0 || m->applied < rs->index)
+			finish_error(call, ST_UNAVAILABLE,
+				     rs->status == RAFT_ENOLEADER ? "etcdserver: no leader" :
+								    "etcdserver: leader changed");
+		else
+			serve_range(m, call, q);
+		etcdserverpb__range_request__free_unpacked(q, NULL);
+	}
+}
+
+static void on_retry(uv_timer_t *t)
+{
+	struct srv_member *m = t->data;
+	if (!m->stopping && srv_worker_submit(m->worker, &m->job.job) != 0)
+		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
+}
+
+static void job_done(struct srv_job *job, bool cancelled)
+{
+	struct update_job *j = (struct update_job *)job;
+	struct srv_member *m = j->m;
+	if (cancelled) {
+		m->job_busy = false;
+		return;
+	}
+	if (j->err != 0) {
+		/* a persist or apply failure of this member: never skipped,
+		 * tried again until the cause (a full disk, memory) is gone */
+		mlog(m, "ERROR", "storage-failed", "step=%s error=\"%s\"",
+		     j->persisted ? "apply" : "persist", kv_strerror(j->err));
+		job_clear_results(j);
+		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
+		return;
+	}
+	m->applied = j->applied;
+	if (j->revision > 0)
+		m->revision = j->revision;
+	send_msgs(m, j->u.msgs_after_persist, j->u.n_msgs_after_persist);
+	answer_results(m, j);
+	serve_reads(m, &j->u);
+	raft_advance(m->raft);
+	logstore_release(m->ls);
+	m->job_busy = false;
+	process(m);
+}
+
+/* ---- Raft ------------------------------------------------------------------ */
+
+static void send_msgs(struct srv_member *m, const struct raft_msg *msgs, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t *buf;
+		size_t len;
+		if (srv_raftwire_encode(&msgs[i], &buf, &len) != 0)
+			continue;
+		if (msgs[i].type == RAFT_MSG_SNAPSHOT)
+			(void)net_transport_send_snapshot(m->transport, msgs[i].to, buf, len);
+		else
+			(void)net_transport_send(m->transport, msgs[i].to, buf, len);
+		free(buf);
+	}
+}
+
+/* Takes the next update if none is out: messages out now, the rest to the
+ * storage thread. */
+static void process(struct srv_member *m)
+{
+	if (m->job_busy || m->stopping || !raft_has_update(m->raft))
+		return;
+	struct update_job *j = &m->job;
+	int err = raft_ready(m->raft, &j->u);
+	if (err != 0) {
+		mlog(m, "ERROR", "raft-ready-failed", "error=\"%s\"", raft_strerror(err));
+		return;
+	}
+	if (j->u.leader != m->leader) {
+		mlog(m, "INFO", "leader-changed", "leader=%016llx term=%llu",
+		     (unsigned long long)j->u.leader,
+		     (unsigned long long)(j->u.has_hard_state ? j->u.hard_state.term : m->term));
+		m->leader = j->u.leader;
+	}
+	if (j->u.has_hard_state)
+		m->term = j->u.hard_state.term;
+	send_msgs(m, j->u.msgs, j->u.n_msgs);
+	j->persisted = j->u.n_snapshot_chunks == 0 && j->u.snapshot == NULL &&
+		       j->u.n_entries == 0 && !j->u.has_hard_state;
+	if (j->persisted && j->u.n_committed == 0) {
+		/* nothing for the disk (heartbeats, reads): steps 3 to 6 now */
+		send_msgs(m, j->u.msgs_after_persist, j->u.n_msgs_after_persist);
+		serve_reads(m, &j->u);
+		raft_advance(m->raft);
+		logstore_release(m->ls);
+		kick(m);
+		return;
+	}
+	j->applied = m->applied;
+	j->revision = 0;
+	m->job_busy = true;
+	if (srv_worker_submit(m->worker, &j->job) != 0)
+		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
+}
+
+static void on_kick(uv_idle_t *h)
+{
+	struct srv_member *m = h->data;
+	uv_idle_stop(h);
+	m->kick_on = false;
+	process(m);
+}
+
+/* process() after the current callback, whatever it is (never inside the
+ * gRPC or transport callbacks' own stack frames). */
+static void kick(struct srv_member *m)
+{
+	if (!m->kick_on && !m->stopping) {
+		m->kick_on = true;
+		uv_idle_start(&m->kick, on_kick);
+	}
+}
+
+static void expire_waiters(struct srv_member *m)
+{
+	uint64_t now = now_ms(m);
+	for (size_t i = 0; i < MAX_WAITERS && m->n_waiters > 0; i++) {
+		struct waiter *w = &m->waiters[i];
+		if (w->id != 0 && w->deadline_ms <= now) {
+			struct net_grpc_call *call = w->call;
+			waiter_remove(m, w);
+			finish_error(call, ST_UNAVAILABLE, "etcdserver: request timed out");
+			i--; /* a later entry may have moved into this slot */
+		}
+	}
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	struct srv_member *m = t->data;
+	raft_tick(m->raft);
+	if (m->n_waiters > 0 && (uv_now(m->loop) / m->heartbeat_ms) % 10 == 0)
+		expire_waiters(m);
+	kick(m);
+}
+
+static void on_peer_recv(struct net_transport *t, uint64_t from, enum net_channel ch,
+			 const uint8_t *buf, size_t len)
+{
+	struct srv_member *m = net_transport_data(t);
+	struct srv_raftwire_msg msg;
+	(void)ch;
+	if (srv_raftwire_decode(buf, len, &m->wire_lim, &msg) != 0)
+		return; /* a frame that is not a Raft message: dropped */
+	if (msg.msg.from == from)
+		(void)raft_step(m->raft, &msg.msg);
+	srv_raftwire_msg_free(&msg);
+	logstore_release(m->ls);
+	kick(m);
+}
+
+/* ---- gRPC handlers ------------------------------------------------------ */
+
+/* Proposes a Request built by fill() for the waiting call. */
+static void propose(struct srv_member *m, struct net_grpc_call *call, Cairn__Serverpb__Request *req)
+{
+	uint64_t id = ++m->next_seq;
+	req->id = id;
+	req->member_id = m->id;
+	size_t n = cairn__serverpb__request__get_packed_size(req);
+	if (n > m->max_request_bytes) {
+		finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
+		return;
+	}
+	uint8_t *buf = malloc(n ? n : 1);
+	if (buf == NULL) {
+		finish_error(call, ST_INTERNAL, "out of memory");
+		return;
+	}
+	cairn__serverpb__request__pack(req, buf);
+	struct waiter *w = waiter_add(m, call, id);
+	if (w == NULL) {
+		free(buf);
+		finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
+		return;
+	}
+	int err = raft_propose(m->raft, buf, n, NULL);
+	free(buf);
+	if (err != 0) {
+		waiter_remove(m, w);
+		if (err == RAFT_ENOLEADER)
+			finish_error(call, ST_UNAVAILABLE, "etcdserver: no leader");
+		else if (err == RAFT_EBUSY)
+			finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
+		else if (err == RAFT_ETOOBIG)
+			finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
+		else
+			finish_error(call, ST_UNAVAILABLE, raft_strerror(err));
+		return;
+	}
+	waiter_attach(w);
+	kick(m);
+}
+
+#define UNARY(name, Type, type, field, CASE)                                                       \
+	static void on_msg_##name(struct net_grpc_call *call, const uint8_t *data, size_t len,     \
+				  void *user)                                                      \
+	{                                                                                          \
+		struct srv_member *m = user;                                                       \
+		(void)user;                                                                        \
+		net_grpc_call_set_callbacks(call, NULL, NULL);                                     \
+		Type *q = type##__unpack(NULL, len, data);                                         \
+		if (q == NULL) {                                                                   \
+			finish_error(call, ST_INVALID_ARGUMENT, "malformed request");              \
+			return;                                                                    \
+		}                                                                                  \
+		Cairn__Serverpb__Request req = CAIRN__SERVERPB__REQUEST__INIT;                     \
+		req.op_case = CASE;                                                                \
+		req.field = q;                                                                     \
+		propose(m, call, &req);                                                            \
+		type##__free_unpacked(q, NULL);                                                    \
+	}                                                                                          \
+	static void h_##name(struct net_grpc_call *call, void *data)                               \
+	{                                                                                          \
+		static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_##name }; \
+		net_grpc_call_set_callbacks(call, &cbs, data);                                     \
+	}
+
+UNARY(put, Etcdserverpb__PutRequest, etcdserverpb__put_request, put,
+      CAIRN__SERVERPB__REQUEST__OP_PUT)
+UNARY(delete_range, Etcdserverpb__DeleteRangeRequest, etcdserverpb__delete_range_request,
+      delete_range, CAIRN__SERVERPB__REQUEST__OP_DELETE_RANGE)
+UNARY(txn, Etcdserverpb__TxnRequest, etcdserverpb__txn_request, txn,
+      CAIRN__SERVERPB__REQUEST__OP_TXN)
+UNARY(compact, Etcdserverpb__CompactionRequest, etcdserverpb__compaction_request, compaction,
+      CAIRN__SERVERPB__REQUEST__OP_COMPACTION)
+
+static void on_msg_range(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
+{
+	struct srv_member *m = user;
+	net_grpc_call_set_callbacks(call, NULL, NULL);
+	Etcdserverpb__RangeRequest *q = etcdserverpb__range_request__unpack(NULL, len, data);
+	if (q == NULL) {
+		finish_error(call, ST_INVALID_ARGUMENT, "malformed request");
+		return;
+	}
+	if (q->serializable) {
+		serve_range(m, call, q);
+		etcdserverpb__range_request__free_unpacked(q, NULL);
+		return;
+	}
+	/* linearizable: ReadIndex, served once applied up to its index */
+	uint64_t id = ++m->next_seq;
+	struct waiter *w = waiter_add(m, call, id);
+	if (w == NULL) {
+		etcdserverpb__range_request__free_unpacked(q, NULL);
+		finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
+		return;
+	}
+	int err = raft_read_index(m->raft, id);
+	if (err != 0) {
+		waiter_remove(m, w);
+		etcdserverpb__range_request__free_unpacked(q, NULL);
+		finish_error(call, ST_UNAVAILABLE,
+			     err == RAFT_ENOLEADER ? "etcdserver: no leader" :
+						     "etcdserver: too many requests");
+		return;
+	}
+	w->range = q;
+	waiter_attach(w);
+	kick(m);
+}
+
+static void h_range(struct net_grpc_call *call, void *data)
+{
+	static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_range };
+	net_grpc_call_set_callbacks(call, &cbs, data);
+}
+
+static void on_msg_status(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
+{
+	struct srv_member *m = user;
+	struct raft_status rs;
+	struct kv_status ks;
+	Etcdserverpb__StatusResponse out = ETCDSERVERPB__STATUS_RESPONSE__INIT;
+	Etcdserverpb__ResponseHeader h;
+	(void)data;
+	(void)len;
+	net_grpc_call_set_callbacks(call, NULL, NULL);
+	raft_status(m->raft, &rs);
+	if (kv_status(m->kv, &ks) != 0)
+		memset(&ks, 0, sizeof ks);
+	header_init(m, &h, ks.revision);
+	out.header = &h;
+	out.version = (char *)SERVER_VERSION;
+	char path[4200];
+	struct stat st;
+	snprintf(path, sizeof path, "%s/db/data.mdb", m->data_dir);
+	if (stat(path, &st) == 0) {
+		out.dbsize = (int64_t)st.st_size;
+		out.dbsizeinuse = (int64_t)st.st_blocks * 512;
+	}
+	out.leader = rs.leader;
+	out.raftindex = rs.last_index;
+	out.raftterm = rs.term;
+	out.raftappliedindex = ks.applied_index;
+	out.islearner = raft_conf_role(&rs.conf, m->id) == RAFT_LEARNER;
+	finish_msg(call, &out.base);
+}
+
+static void h_status(struct net_grpc_call *call, void *data)
+{
+	static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_status };
+	net_grpc_call_set_callbacks(call, &cbs, data);
+}
+
+static const struct peer_info *peer_by_id(const struct srv_member *m, uint64_t id)
+{
+	for (size_t i = 0; i < m->n_peers; i++)
+		if (m->peers[i].id == id)
+			return &m->peers[i];
+	return NULL;
+}
+
+static void on_msg_member_list(struct net_grpc_call *call, const uint8_t *data, size_t len,
+			       void *user)
+{
+	struct srv_member *m = user;
+	struct raft_status rs;
+	Etcdserverpb__MemberListResponse out = ETCDSERVERPB__MEMBER_LIST_RESPONSE__INIT;
+	Etcdserverpb__ResponseHeader h;
+	Etcdserverpb__Member mem[RAFT_MAX_MEMBERS], *mp[RAFT_MAX_MEMBERS];
+	char *purls[RAFT_MAX_MEMBERS][1];
+	(void)data;
+	(void)len;
+	net_grpc_call_set_callbacks(call, NULL, NULL);
+	raft_status(m->raft, &rs);
+	header_init(m, &h, m->revision);
+	out.header = &h;
+	for (uint32_t i = 0; i < rs.conf.n; i++) {
+		const struct peer_info *p = peer_by_id(m, rs.conf.members[i].id);
+		etcdserverpb__member__init(&mem[i]);
+		mem[i].id = rs.conf.members[i].id;
+		mem[i].islearner = rs.conf.members[i].role == RAFT_LEARNER;
+		if (p != NULL) {
+			mem[i].name = p->name;
+			purls[i][0] = p->peer_url;
+			mem[i].n_peerurls = 1;
+			mem[i].peerurls = purls[i];
+		}
+		if (mem[i].id == m->id) {
+			mem[i].n_clienturls = m->n_client_urls;
+			mem[i].clienturls = m->client_urls;
+		}
+		mp[i] = &mem[i];
+	}
+	out.n_members = rs.conf.n;
+	out.members = mp;
+	finish_msg(call, &out.base);
+}
+
+static void h_member_list(struct net_grpc_call *call, void *data)
+{
+	static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_member_list };
+	net_grpc_call_set_callbacks(call, &cbs, data);
+}
+
+/* ---- start and stop ------------------------------------------------------ */
+
+static int fail(char *err, size_t len, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+static void member_free(struct srv_member *m)
+{
+	for (size_t i = 0; i < m->n_peers; i++) {
+		free(m->peers[i].name);
+		free(m->peers[i].peer_url);
+	}
+	free(m->peers);
+	for (size_t i = 0; i < m->n_client_urls; i++)
+		free(m->client_urls[i]);
+	free(m->client_urls);
+	for (size_t i = 0; m->waiters && i < MAX_WAITERS; i++)
+		if (m->waiters[i].range != NULL)
+			etcdserverpb__range_request__free_unpacked(m->waiters[i].range, NULL);
+	free(m->waiters);
+	job_clear_results(&m->job);
+	free(m->job.res);
+	if (m->raft != NULL)
+		raft_free(m->raft);
+	kv_close(m->kv);
+	if (m->ls != NULL)
+		logstore_close(m->ls);
+	net_grpc_server_free(m->grpc);
+	net_tls_ctx_free(m->peer_tls.server);
+	net_tls_ctx_free(m->peer_tls.client);
+	net_tls_ctx_free(m->client_tls.server);
+	free(m->name);
+	free(m->data_dir);
+	free(m);
+}
+
+static int tls_contexts(struct srv_member *m, const struct srv_config *cfg, char *err, size_t len)
+{
+	static const char *const h2[] = { "h2" };
+	static const char *const raft_proto[] = { "cairn-raft/1" };
+	bool client_https = cfg->listen_client_urls.n > 0 && cfg->listen_client_urls.v[0].https;
+	bool peer_https = cfg->listen_peer_urls.n > 0 && cfg->listen_peer_urls.v[0].https;
+	if (client_https) {
+		struct net_tls_config c = {
+			.role = NET_TLS_SERVER,
+			.cert_file = cfg->client_tls.cert_file,
+			.key_file = cfg->client_tls.key_file,
+			.trusted_ca_file = cfg->client_tls.trusted_ca_file,
+			.client_cert_auth = cfg->client_tls.client_cert_auth,
+			.alpn = h2,
+			.n_alpn = 1,
+		};
+		if (net_tls_ctx_new(&c, &m->client_tls.server, err, len) != 0)
+			return -1;
+	}
+	if (peer_https) {
+		struct net_tls_config c = {
+			.role = NET_TLS_SERVER,
+			.flag_prefix = "peer-",
+			.cert_file = cfg->peer_tls.cert_file,
+			.key_file = cfg->peer_tls.key_file,
+			.trusted_ca_file = cfg->peer_tls.trusted_ca_file,
+			.client_cert_auth = cfg->peer_tls.client_cert_auth,
+			.alpn = raft_proto,
+			.n_alpn = 1,
+		};
+		if (net_tls_ctx_new(&c, &m->peer_tls.server, err, len) != 0)
+			return -1;
+		c.role = NET_TLS_CLIENT;
+		c.client_cert_auth = false;
+		if (net_tls_ctx_new(&c, &m->peer_tls.client, err, len) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int peers_from_config(struct srv_member *m, const struct srv_config *cfg, char *err,
+			     size_t len, struct raft_conf *conf)
+{
+	memset(conf, 0, sizeof *conf);
+	m->peers = calloc(cfg->initial_cluster_n ? cfg->initial_cluster_n : 1, sizeof *m->peers);
+	if (m->peers == NULL)
+		return fail(err, len, -1, "out of memory");
+	uint64_t ids[RAFT_MAX_MEMBERS];
+	for (size_t i = 0; i < cfg->initial_cluster_n; i++) {
+		const struct srv_cluster_entry *e = &cfg->initial_cluster_entries[i];
+		uint64_t id =
+			hash_id(e->url.text, strlen(e->url.text) + 1, cfg->initial_cluster_token);
+		struct peer_info *p = NULL;
+		for (size_t k = 0; k < m->n_peers; k++)
+			if (strcmp(m->peers[k].name, e->name) == 0)
+				p = &m->peers[k]; /* a second URL of the same member */
+		if (p != NULL)
+			continue;
+		if (m->n_peers >= RAFT_MAX_MEMBERS)
+			return fail(err, len, -1, "--initial-cluster: more than %d members",
+				    RAFT_MAX_MEMBERS);
+		p = &m->peers[m->n_peers++];
+		p->id = id;
+		p->name = strdup(e->name);
+		p->peer_url = strdup(e->url.text);
+		if (p->name == NULL || p->peer_url == NULL)
+			return fail(err, len, -1, "out of memory");
+		if (strcmp(e->name, cfg->name) == 0)
+			m->id = id;
+		conf->members[conf->n].id = id;
+		conf->members[conf->n++].role = RAFT_VOTER;
+		ids[m->n_peers - 1] = id;
+	}
+	if (m->id == 0)
+		return fail(err, len, -1, "couldn't find local name \"%s\" in the initial cluster",
+			    cfg->name);
+	qsort(ids, m->n_peers, sizeof ids[0], cmp_u64);
+	m->cluster_id = hash_id(ids, m->n_peers * sizeof ids[0], cfg->initial_cluster_token);
+	return 0;
+}
+
+int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_member **out,
+		     char *err, size_t err_len)
+{
+	*out = NULL;
+	struct srv_member *m = calloc(1, sizeof *m);
+	if (m == NULL)
+		return fail(err, err_len, -1, "out of memory");
+	m->loop = loop;
+	m->name = strdup(cfg->name);
+	m->data_dir = strdup(cfg->data_dir);
+	m->heartbeat_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 100;
+	m->election_ms = cfg->election_ms ? cfg->election_ms : 1000;
+	m->max_request_bytes = cfg->max_request_bytes ? cfg->max_request_bytes : 1572864;
+	m->waiters = calloc(MAX_WAITERS, sizeof *m->waiters);
+	struct raft_conf conf;
+	int rv = m->name && m->data_dir && m->waiters ? 0 : fail(err, err_len, -1, "out of memory");
+	if (rv == 0)
+		rv = peers_from_config(m, cfg, err, err_len, &conf);
+	if (rv == 0 && mkdir(m->data_dir, 0700) != 0 && errno != EEXIST)
+		rv = fail(err, err_len, -1, "cannot create data directory %s: %s", m->data_dir,
+			  strerror(errno));
+	if (rv == 0 && logstore_open(m->data_dir, NULL, &m->ls, err, err_len) != 0)
+		rv = -1;
+	char db[4200];
+	snprintf(db, sizeof db, "%s/db", m->data_dir);
+	struct kv_options ko = { .quota_bytes = cfg->quota_backend_bytes };
+	int kerr = rv == 0 ? kv_open(db, &ko, &m->kv) : 0;
+	if (kerr != 0)
+		rv = fail(err, err_len, -1, "cannot open the store in %s: %s", db,
+			  kv_strerror(kerr));
+	struct kv_status ks = { 0 };
+	if (rv == 0 && (kerr = kv_status(m->kv, &ks)) != 0)
+		rv = fail(err, err_len, -1, "store: %s", kv_strerror(kerr));
+	if (rv == 0) {
+		struct raft_storage st = logstore_storage(m->ls);
+		if (st.last_index(st.ctx) == 0 && cfg->initial_cluster_state == SRV_CLUSTER_NEW) {
+			/* a new member of a new cluster: write the founding log */
+			int berr = logstore_bootstrap(m->ls, &conf);
+			if (berr != 0)
+				rv = fail(err, err_len, -1, "bootstrap: %s",
+					  logstore_last_error(m->ls));
+		}
+	}
+	if (rv == 0 && ks.cluster_id == 0) {
+		struct kv_wtx *w;
+		if (kv_txn_begin_write(m->kv, &w) == 0) {
+			(void)kv_set_ids(w, m->cluster_id, m->id);
+			(void)kv_txn_commit(w, ks.applied_index);
+		}
+	}
+	m->applied = ks.applied_index;
+	m->revision = ks.revision;
+	m->rng = m->id ^ uv_hrtime();
+	if (rv == 0) {
+		struct raft_config rc;
+		raft_config_init(&rc);
+		rc.id = m->id;
+		logstore_set_applied(m->ls, ks.applied_index);
+		rc.storage = logstore_storage(m->ls);
+		rc.rand = rng_next;
+		rc.rand_ctx = &m->rng;
+		rc.election_ticks = m->election_ms / m->heartbeat_ms;
+		if (rc.election_ticks < 2)
+			rc.election_ticks = 2;
+		rc.heartbeat_ticks = 1;
+		rc.applied = ks.applied_index;
+		rc.pre_vote = true;
+		rc.check_quorum = true;
+		rc.max_entry_bytes = m->max_request_bytes + 65536;
+		srv_raftwire_limits_init(&m->wire_lim, &rc);
+		int r = raft_new(&rc, &m->raft);
+		if (r != 0)
+			rv = fail(err, err_len, -1, "raft: %s", raft_strerror(r));
+	}
+	if (rv == 0 && tls_contexts(m, cfg, err, err_len) != 0)
+		rv = -1;
+	m->job.m = m;
+	m->job.job.run = job_run;
+	m->job.job.done = job_done;
+	if (rv == 0 && srv_worker_start(loop, 2, &m->worker) != 0)
+		rv = fail(err, err_len, -1, "cannot start the storage thread");
+	if (rv != 0) {
+		member_free(m);
+		return rv;
+	}
+	/* From here on, handles: failures go through stop. */
+	uv_timer_init(loop, &m->tick);
+	m->tick.data = m;
+	uv_timer_init(loop, &m->retry);
+	m->retry.data = m;
+	uv_idle_init(loop, &m->kick);
+	m->kick.data = m;
+	struct net_transport_config tc = {
+		.cluster_id = m->cluster_id,
+		.self_id = m->id,
+		.listen_url = cfg->listen_peer_urls.n ? cfg->listen_peer_urls.v[0].text : NULL,
+		.on_recv = on_peer_recv,
+		.data = m,
+	};
+	if (m->peer_tls.server != NULL) {
+		tc.stream.filter = net_tls_filter_factory;
+		tc.stream.filter_ctx = &m->peer_tls;
+	}
+	int nerr = net_transport_open(loop, &tc, &m->transport);
+	for (size_t i = 0; nerr == 0 && i < m->n_peers; i++)
+		if (m->peers[i].id != m->id)
+			nerr = net_transport_add_peer(m->transport, m->peers[i].id,
+						      m->peers[i].peer_url);
+	if (nerr != 0)
+		rv = fail(err, err_len, -1, "peer transport on %s: %s",
+			  tc.listen_url ? tc.listen_url : "(none)", net_strerror(nerr));
+	if (rv == 0 && (nerr = net_grpc_server_new(NULL, &m->grpc)) != 0)
+		rv = fail(err, err_len, -1, "grpc: %s", net_strerror(nerr));
+	static const struct {
+		const char *path;
+		net_grpc_handler h;
+	} methods[] = {
+		{ "/etcdserverpb.KV/Range", h_range },
+		{ "/etcdserverpb.KV/Put", h_put },
+		{ "/etcdserverpb.KV/DeleteRange", h_delete_range },
+		{ "/etcdserverpb.KV/Txn", h_txn },
+		{ "/etcdserverpb.KV/Compact", h_compact },
+		{ "/etcdserverpb.Maintenance/Status", h_status },
+		{ "/etcdserverpb.Cluster/MemberList", h_member_list },
+	};
+	for (size_t i = 0; rv == 0 && i < sizeof methods / sizeof methods[0]; i++)
+		if ((nerr = net_grpc_server_register(m->grpc, methods[i].path, methods[i].h, m)) !=
+		    0)
+			rv = fail(err, err_len, -1, "grpc: %s", net_strerror(nerr));
+	m->client_urls = calloc(cfg->advertise_client_urls.n + 1, sizeof *m->client_urls);
+	for (size_t i = 0; rv == 0 && m->client_urls && i < cfg->advertise_client_urls.n; i++)
+		if ((m->client_urls[m->n_client_urls] =
+			     strdup(cfg->advertise_client_urls.v[i].text)))
+			m->n_client_urls++;
+	for (size_t i = 0; rv == 0 && i < cfg->listen_client_urls.n && i < MAX_LISTENERS; i++) {
+		struct net_grpc_listener_opts lo = { 0 };
+		nerr = net_grpc_listener_open(loop, cfg->listen_client_urls.v[i].text, m->grpc,
+					      m->client_tls.server ? &m->client_tls : NULL, &lo,
+					      &m->listeners[m->n_listeners]);
+		if (nerr != 0)
+			rv = fail(err, err_len, -1, "cannot listen on %s: %s",
+				  cfg->listen_client_urls.v[i].text, net_strerror(nerr));
+		else
+			m->n_listeners++;
+	}
+	*out = m;
+	the_member = m;
+	if (rv != 0) {
+		srv_member_stop(m, NULL, NULL);
+		*out = NULL;
+		return rv;
+	}
+	mlog(m, "INFO", "started", "member-id=%016llx cluster-id=%016llx data-dir=%s",
+	     (unsigned long long)m->id, (unsigned long long)m->cluster_id, m->data_dir);
+	uv_timer_start(&m->tick, on_tick, m->heartbeat_ms, m->heartbeat_ms);
+	kick(m);
+	return 0;
+}
+
+static void closed_one(struct srv_member *m)
+{
+	if (--m->closing > 0)
+		return;
+	void (*stopped)(void *) = m->stopped;
+	void *data = m->stopped_data;
+	member_free(m);
+	if (stopped != NULL)
+		stopped(data);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	closed_one(h->data);
+}
+
+static void on_listener_closed(struct net_grpc_listener *l, void *data)
+{
+	(void)l;
+	closed_one(data);
+}
+
+static void on_transport_closed(struct net_transport *t)
+{
+	closed_one(net_transport_data(t));
+}
+
+static void on_worker_closed(void *data)
+{
+	closed_one(data);
+}
+
+void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *data)
+{
+	if (m->stopping)
+		return;
+	m->stopping = true;
+	m->stopped = stopped;
+	m->stopped_data = data;
+	/* answer every waiting client first */
+	for (size_t i = 0; m->waiters && i < MAX_WAITERS; i++) {
+		struct waiter *w = &m->waiters[i];
+		if (w->id != 0) {
+			struct net_grpc_call *call = w->call;
+			net_grpc_call_set_callbacks(call, NULL, NULL);
+			if (w->range != NULL)
+				etcdserverpb__range_request__free_unpacked(w->range, NULL);
+			memset(w, 0, sizeof *w);
+			finish_error(call, ST_UNAVAILABLE, "etcdserver: server stopped");
+		}
+	}
+	m->n_waiters = 0;
+	m->closing = 1; /* held until every close below is started */
+	for (size_t i = 0; i < m->n_listeners; i++) {
+		m->closing++;
+		net_grpc_listener_close(m->listeners[i], 2000, on_listener_closed, m);
+	}
+	if (m->transport != NULL) {
+		m->closing++;
+		net_transport_close(m->transport, on_transport_closed);
+	}
+	if (m->worker != NULL) {
+		m->closing++;
+		srv_worker_close(m->worker, on_worker_closed, m);
+	}
+	uv_handle_t *hs[] = { (uv_handle_t *)&m->tick, (uv_handle_t *)&m->retry,
+			      (uv_handle_t *)&m->kick };
+	for (size_t i = 0; i < 3; i++) {
+		if (hs[i]->loop == m->loop && !uv_is_closing(hs[i])) {
+			m->closing++;
+			uv_close(hs[i], on_handle_closed);
+		}
+	}
+	mlog(m, "INFO", "stopping", NULL);
+	closed_one(m);
+}
+
+uint64_t srv_member_id(const struct srv_member *m)
+{
+	return m->id;
+}
+
+uint64_t srv_cluster_id(const struct srv_member *m)
+{
+	return m->cluster_id;
+}

@@ -1,7 +1,7 @@
 # Makefile: a thin front over CMake (CMakeLists.txt holds the build).
 #
 #   make            install missing Debian packages, configure build/ (-O2 -g) and build
-#   make run        build, then run the narrated 5-node Raft demonstration
+#   make run        build, then run a local 3-member cluster in the foreground (Ctrl-C stops it)
 #   make test       build build/, build-asan/ (ASan+UBSan) and build-fuzz/, run ctest in each
 #   make fuzz       build the libFuzzer targets with clang in build-fuzz/
 #   make clean      remove every build directory
@@ -56,12 +56,14 @@ build: deps $(BUILD)/.configured
 build-asan: deps $(BUILD_ASAN)/.configured
 	@$(CMAKE) --build $(BUILD_ASAN) -j$(JOBS)
 
+# A local 3-member cluster in the foreground (scripts/run-cluster.sh): member-prefixed logs, the
+# endpoints and a first etcdctl command printed, a clean stop on Ctrl-C. Data in build/run.
 run: build
-	@if [ ! -x $(BUILD)/bin/raft-sim ]; then \
-		echo "make run: $(BUILD)/bin/raft-sim is not built (tests/sim or raft/ has no sources yet)" >&2; \
+	@if [ ! -x $(BUILD)/bin/cairn ]; then \
+		echo "make run: $(BUILD)/bin/cairn is not built" >&2; \
 		exit 1; \
 	fi
-	@$(BUILD)/bin/raft-sim --demo
+	@scripts/run-cluster.sh $(BUILD)/bin/cairn
 
 # All builds first, then every test run; a failure in any fails `make test`. The fuzz build
 # contributes a short libFuzzer run of each target (fuzz_<name>-smoke).

@@ -11,6 +11,10 @@
 #include "member.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +124,8 @@ struct srv_member {
 	uint64_t applied;
 	int64_t revision;
 	uint64_t term, leader;
+
+	int lock_fd; /* <data-dir>/LOCK, flock'ed while the member runs */
 
 	bool stopping;
 	int closing; /* handles still to close */
@@ -606,6 +612,25 @@ static void on_peer_recv(struct net_transport *t, uint64_t from, enum net_channe
 	kick(m);
 }
 
+/* The transport's and the client listeners' lines, in the member's format;
+ * debug lines only at the debug level (they are not logged at all here). */
+static void on_net_log(void *data, enum net_log_level level, const char *msg)
+{
+	static const char *const names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
+	struct srv_member *m = data;
+	if (level == NET_LOG_DEBUG)
+		return;
+	char quoted[600];
+	size_t o = 0;
+	for (const char *c = msg; *c != 0 && o + 3 < sizeof quoted; c++) {
+		if (*c == '"' || *c == '\\')
+			quoted[o++] = '\\';
+		quoted[o++] = (*c >= 0x20 && *c < 0x7f) ? *c : '?';
+	}
+	quoted[o] = 0;
+	mlog(m, names[level <= NET_LOG_ERROR ? level : NET_LOG_ERROR], "net", "msg=\"%s\"", quoted);
+}
+
 /* ---- gRPC handlers ------------------------------------------------------ */
 
 /* Proposes a Request built by fill() for the waiting call. */
@@ -848,6 +873,8 @@ static void member_free(struct srv_member *m)
 	net_tls_ctx_free(m->peer_tls.server);
 	net_tls_ctx_free(m->peer_tls.client);
 	net_tls_ctx_free(m->client_tls.server);
+	if (m->lock_fd >= 0)
+		close(m->lock_fd); /* releases the lock */
 	free(m->name);
 	free(m->data_dir);
 	free(m);
@@ -934,6 +961,95 @@ static int peers_from_config(struct srv_member *m, const struct srv_config *cfg,
 	return 0;
 }
 
+/* <data-dir>/members: the cluster as this member was founded with it
+ * (cluster id, its own id, each member's id, name and peer URL), written
+ * once when the data directory is new, read on every later start: as in
+ * etcd, the --initial-* flags count only for a new member. Lines:
+ * "cluster <hex>", "self <hex>", "member <hex> <name> <url>". */
+static int members_path(const struct srv_member *m, char *buf, size_t len, const char *suffix)
+{
+	int n = snprintf(buf, len, "%s/members%s", m->data_dir, suffix);
+	return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+static int members_write(struct srv_member *m, char *err, size_t len)
+{
+	char path[4200], tmp[4200];
+	if (members_path(m, path, sizeof path, "") || members_path(m, tmp, sizeof tmp, ".tmp"))
+		return fail(err, len, -1, "data directory path too long");
+	FILE *f = fopen(tmp, "w");
+	if (f == NULL)
+		return fail(err, len, -1, "%s: %s", tmp, strerror(errno));
+	fprintf(f, "cluster %016" PRIx64 "\nself %016" PRIx64 "\n", m->cluster_id, m->id);
+	for (size_t i = 0; i < m->n_peers; i++)
+		fprintf(f, "member %016" PRIx64 " %s %s\n", m->peers[i].id, m->peers[i].name,
+			m->peers[i].peer_url);
+	int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+	bad |= fclose(f) != 0;
+	if (bad || rename(tmp, path) != 0)
+		return fail(err, len, -1, "%s: %s", path, strerror(errno));
+	int dfd = open(m->data_dir, O_RDONLY);
+	if (dfd >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+/* 1 when read, 0 when there is no file (a new data directory), -1 on error. */
+static int members_read(struct srv_member *m, struct raft_conf *conf, char *err, size_t len)
+{
+	char path[4200], line[4400];
+	if (members_path(m, path, sizeof path, ""))
+		return fail(err, len, -1, "data directory path too long");
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return errno == ENOENT ? 0 : fail(err, len, -1, "%s: %s", path, strerror(errno));
+	memset(conf, 0, sizeof *conf);
+	m->peers = calloc(RAFT_MAX_MEMBERS, sizeof *m->peers);
+	int rv = m->peers ? 1 : fail(err, len, -1, "out of memory");
+	while (rv == 1 && fgets(line, sizeof line, f) != NULL) {
+		uint64_t id;
+		char name[256], url[4096];
+		if (sscanf(line, "cluster %" SCNx64, &id) == 1) {
+			m->cluster_id = id;
+		} else if (sscanf(line, "self %" SCNx64, &id) == 1) {
+			m->id = id;
+		} else if (sscanf(line, "member %" SCNx64 " %255s %4095s", &id, name, url) == 3 &&
+			   m->n_peers < RAFT_MAX_MEMBERS) {
+			struct peer_info *p = &m->peers[m->n_peers++];
+			p->id = id;
+			p->name = strdup(name);
+			p->peer_url = strdup(url);
+			if (p->name == NULL || p->peer_url == NULL)
+				rv = fail(err, len, -1, "out of memory");
+			conf->members[conf->n].id = id;
+			conf->members[conf->n++].role = RAFT_VOTER;
+		} else {
+			rv = fail(err, len, -1, "%s: cannot read the line \"%.80s\"", path, line);
+		}
+	}
+	fclose(f);
+	if (rv == 1 && (m->id == 0 || m->cluster_id == 0 || m->n_peers == 0))
+		rv = fail(err, len, -1, "%s: incomplete", path);
+	return rv;
+}
+
+/* Takes <data-dir>/LOCK for the member's lifetime: a second process on the
+ * same data directory is refused with a message that says so. */
+static int lock_data_dir(struct srv_member *m, char *err, size_t len)
+{
+	char path[4200];
+	snprintf(path, sizeof path, "%s/LOCK", m->data_dir);
+	m->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (m->lock_fd < 0)
+		return fail(err, len, -1, "%s: %s", path, strerror(errno));
+	if (flock(m->lock_fd, LOCK_EX | LOCK_NB) != 0)
+		return fail(err, len, -1, "data directory %s is in use by another process",
+			    m->data_dir);
+	return 0;
+}
+
 int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_member **out,
 		     char *err, size_t err_len)
 {
@@ -942,6 +1058,7 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	if (m == NULL)
 		return fail(err, err_len, -1, "out of memory");
 	m->loop = loop;
+	m->lock_fd = -1;
 	m->name = strdup(cfg->name);
 	m->data_dir = strdup(cfg->data_dir);
 	m->heartbeat_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 100;
@@ -950,11 +1067,19 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	m->waiters = calloc(MAX_WAITERS, sizeof *m->waiters);
 	struct raft_conf conf;
 	int rv = m->name && m->data_dir && m->waiters ? 0 : fail(err, err_len, -1, "out of memory");
-	if (rv == 0)
-		rv = peers_from_config(m, cfg, err, err_len, &conf);
 	if (rv == 0 && mkdir(m->data_dir, 0700) != 0 && errno != EEXIST)
 		rv = fail(err, err_len, -1, "cannot create data directory %s: %s", m->data_dir,
 			  strerror(errno));
+	if (rv == 0)
+		rv = lock_data_dir(m, err, err_len);
+	int known = rv == 0 ? members_read(m, &conf, err, err_len) : -1;
+	if (known < 0)
+		rv = -1;
+	if (rv == 0 && known == 0) {
+		rv = peers_from_config(m, cfg, err, err_len, &conf);
+		if (rv == 0)
+			rv = members_write(m, err, err_len);
+	}
 	if (rv == 0 && logstore_open(m->data_dir, NULL, &m->ls, err, err_len) != 0)
 		rv = -1;
 	char db[4200];
@@ -1031,6 +1156,7 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 		.self_id = m->id,
 		.listen_url = cfg->listen_peer_urls.n ? cfg->listen_peer_urls.v[0].text : NULL,
 		.on_recv = on_peer_recv,
+		.log = on_net_log,
 		.data = m,
 	};
 	if (m->peer_tls.server != NULL) {
@@ -1069,7 +1195,7 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 			     strdup(cfg->advertise_client_urls.v[i].text)))
 			m->n_client_urls++;
 	for (size_t i = 0; rv == 0 && i < cfg->listen_client_urls.n && i < MAX_LISTENERS; i++) {
-		struct net_grpc_listener_opts lo = { 0 };
+		struct net_grpc_listener_opts lo = { .log = on_net_log, .log_data = m };
 		nerr = net_grpc_listener_open(loop, cfg->listen_client_urls.v[i].text, m->grpc,
 					      m->client_tls.server ? &m->client_tls : NULL, &lo,
 					      &m->listeners[m->n_listeners]);

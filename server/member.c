@@ -103,6 +103,8 @@ struct srv_member {
 	bool job_busy;   /* an update is out to the storage thread */
 	uv_timer_t tick; /* every heartbeat */
 	uv_timer_t retry;
+	uv_timer_t handoff; /* bounds the leadership handoff at stop */
+	bool handoff_on;
 	uv_idle_t kick; /* runs process() once the current callback returns */
 	bool kick_on;
 
@@ -421,6 +423,7 @@ static void job_run(struct srv_job *job)
 
 static void process(struct srv_member *m);
 static void kick(struct srv_member *m);
+static void stop_now(struct srv_member *m);
 static void send_msgs(struct srv_member *m, const struct raft_msg *msgs, uint32_t n);
 
 static void answer_results(struct srv_member *m, struct update_job *j)
@@ -534,6 +537,12 @@ static void process(struct srv_member *m)
 		     (unsigned long long)j->u.leader,
 		     (unsigned long long)(j->u.has_hard_state ? j->u.hard_state.term : m->term));
 		m->leader = j->u.leader;
+	}
+	if (m->handoff_on && j->u.leader != 0 && j->u.leader != m->id) {
+		/* the handoff is done: stop. This update is dropped unpersisted
+		 * with nothing of it sent, so it promised nothing. */
+		stop_now(m);
+		return;
 	}
 	if (j->u.has_hard_state)
 		m->term = j->u.hard_state.term;
@@ -1151,6 +1160,8 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	m->retry.data = m;
 	uv_idle_init(loop, &m->kick);
 	m->kick.data = m;
+	uv_timer_init(loop, &m->handoff);
+	m->handoff.data = m;
 	struct net_transport_config tc = {
 		.cluster_id = m->cluster_id,
 		.self_id = m->id,
@@ -1251,13 +1262,14 @@ static void on_worker_closed(void *data)
 	closed_one(data);
 }
 
-void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *data)
+static void stop_now(struct srv_member *m)
 {
 	if (m->stopping)
 		return;
 	m->stopping = true;
-	m->stopped = stopped;
-	m->stopped_data = data;
+	if (m->handoff_on && !uv_is_closing((uv_handle_t *)&m->handoff)) {
+		uv_timer_stop(&m->handoff);
+	}
 	/* answer every waiting client first */
 	for (size_t i = 0; m->waiters && i < MAX_WAITERS; i++) {
 		struct waiter *w = &m->waiters[i];
@@ -1285,8 +1297,8 @@ void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *da
 		srv_worker_close(m->worker, on_worker_closed, m);
 	}
 	uv_handle_t *hs[] = { (uv_handle_t *)&m->tick, (uv_handle_t *)&m->retry,
-			      (uv_handle_t *)&m->kick };
-	for (size_t i = 0; i < 3; i++) {
+			      (uv_handle_t *)&m->kick, (uv_handle_t *)&m->handoff };
+	for (size_t i = 0; i < 4; i++) {
 		if (hs[i]->loop == m->loop && !uv_is_closing(hs[i])) {
 			m->closing++;
 			uv_close(hs[i], on_handle_closed);
@@ -1294,6 +1306,50 @@ void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *da
 	}
 	mlog(m, "INFO", "stopping", NULL);
 	closed_one(m);
+}
+
+static void on_handoff_timeout(uv_timer_t *t)
+{
+	struct srv_member *m = t->data;
+	mlog(m, "WARN", "leadership-handoff-timeout", NULL);
+	stop_now(m);
+}
+
+/* A leader that stops hands leadership to its most up-to-date voter first
+ * (TimeoutNow, Raft thesis §3.10), so the cluster does not wait an election
+ * timeout for a new one; the member stops once another member leads, or
+ * after two election timeouts. */
+void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *data)
+{
+	if (m->stopping || m->handoff_on)
+		return;
+	m->stopped = stopped;
+	m->stopped_data = data;
+	struct raft_status rs;
+	if (m->raft == NULL) {
+		stop_now(m);
+		return;
+	}
+	raft_status(m->raft, &rs);
+	uint64_t target = 0, best = 0;
+	if (rs.state == RAFT_LEADER && raft_conf_voters(&rs.conf) > 1) {
+		struct raft_progress_info pr[RAFT_MAX_MEMBERS];
+		uint32_t n = raft_progress(m->raft, pr, RAFT_MAX_MEMBERS);
+		for (uint32_t i = 0; i < n; i++)
+			if (pr[i].id != m->id && raft_conf_role(&rs.conf, pr[i].id) == RAFT_VOTER &&
+			    pr[i].match >= best) {
+				best = pr[i].match;
+				target = pr[i].id;
+			}
+	}
+	if (target == 0 || raft_transfer_leadership(m->raft, target) != 0) {
+		stop_now(m);
+		return;
+	}
+	mlog(m, "INFO", "leadership-handoff", "to=%016llx", (unsigned long long)target);
+	m->handoff_on = true;
+	uv_timer_start(&m->handoff, on_handoff_timeout, 2 * (uint64_t)m->election_ms, 0);
+	kick(m);
 }
 
 uint64_t srv_member_id(const struct srv_member *m)

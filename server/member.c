@@ -1182,7 +1182,12 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	if (nerr != 0)
 		rv = fail(err, err_len, -1, "peer transport on %s: %s",
 			  tc.listen_url ? tc.listen_url : "(none)", net_strerror(nerr));
-	if (rv == 0 && (nerr = net_grpc_server_new(NULL, &m->grpc)) != 0)
+	/* etcd's gRPC receive limit: --max-request-bytes plus its 512 KiB of
+	 * gRPC overhead (a larger message gets grpc-go's RESOURCE_EXHAUSTED) */
+	struct net_grpc_limits gl;
+	net_grpc_limits_default(&gl);
+	gl.max_recv_message = m->max_request_bytes + NET_GRPC_ETCD_OVERHEAD_BYTES;
+	if (rv == 0 && (nerr = net_grpc_server_new(&gl, &m->grpc)) != 0)
 		rv = fail(err, err_len, -1, "grpc: %s", net_strerror(nerr));
 	static const struct {
 		const char *path;
@@ -1315,10 +1320,11 @@ static void on_handoff_timeout(uv_timer_t *t)
 	stop_now(m);
 }
 
-/* A leader that stops hands leadership to its most up-to-date voter first
- * (TimeoutNow, Raft thesis §3.10), so the cluster does not wait an election
- * timeout for a new one; the member stops once another member leads, or
- * after two election timeouts. */
+/* A leader that stops first hands leadership to its most up-to-date voter
+ * among those that answered recently (if none did, it stops at once):
+ * TimeoutNow, Raft thesis §3.10, so the cluster does not wait an election
+ * timeout for a new leader. It stops once another member leads, or after
+ * two election timeouts. */
 void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *data)
 {
 	if (m->stopping || m->handoff_on)
@@ -1337,7 +1343,7 @@ void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *da
 		uint32_t n = raft_progress(m->raft, pr, RAFT_MAX_MEMBERS);
 		for (uint32_t i = 0; i < n; i++)
 			if (pr[i].id != m->id && raft_conf_role(&rs.conf, pr[i].id) == RAFT_VOTER &&
-			    pr[i].match >= best) {
+			    pr[i].recent_active && pr[i].match >= best) {
 				best = pr[i].match;
 				target = pr[i].id;
 			}

@@ -264,7 +264,7 @@ static void ch_fail(struct channel *ch, int err, const char *why)
 	ch->failed++;
 	uint64_t delay = backoff_delay(t, ch->failures);
 	/* A working link that breaks is news; repeated failures to reach a down peer are not. */
-	tlog(t, was_ready || ch->failures == 1 ? NET_LOG_WARN : NET_LOG_DEBUG,
+	tlog(t, was_ready || ch->failures == 1 || err == NET_ECERT ? NET_LOG_WARN : NET_LOG_DEBUG,
 	     "peer %" PRIx64 " %s channel: %s (%s); retry in %" PRIu64 " ms", ch->peer->id,
 	     channel_name(ch->kind), why, net_strerror(err), delay);
 	ch->state = CH_BACKOFF;
@@ -813,7 +813,10 @@ static void inconn_on_read(struct net_stream *s, const uint8_t *buf, size_t len)
 static void inconn_on_error(struct net_stream *s, int err)
 {
 	struct inconn *c = net_stream_data(s);
-	(void)err;
+	/* a refused certificate is an operator's business (a member with the
+	 * wrong CA): say so; other errors of strangers are not */
+	if (err == NET_ECERT || err == NET_ETLS)
+		tlog(c->t, NET_LOG_WARN, "inbound peer connection refused: %s", net_strerror(err));
 	inconn_close(c);
 }
 

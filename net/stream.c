@@ -46,6 +46,7 @@ struct net_stream {
 	/* Accepted, handshake not done: linked in listener->pending, which closes it if the
 	 * listener closes first. NULL once accepted, and always for dialers. */
 	struct net_listener *listener;
+	struct net_listener *drain_owner; /* the listener that accepted it, until handed over */
 	struct net_stream *pend_prev, *pend_next;
 
 	enum stream_state state;
@@ -76,6 +77,12 @@ struct net_listener {
 	struct net_stream *pending; /* accepted, handshake in progress */
 	size_t n_pending;
 	bool closing;
+	/* Accepted streams not handed to the user yet (in their handshake, or
+	 * closing before it ended) and not yet freed, and whether the listening
+	 * handle is closed: on_close runs once both are done, so that whatever
+	 * their filters use (a TLS context) may be freed from it. */
+	size_t n_draining;
+	bool tcp_closed;
 };
 
 /* ---- errors and URLs ---- */
@@ -248,6 +255,8 @@ static struct net_stream *stream_alloc(uv_loop_t *loop, const struct net_stream_
 	return s;
 }
 
+static void listener_finish(struct net_listener *l);
+
 static void stream_free(struct net_stream *s)
 {
 	assert(s->open_handles == 0);
@@ -255,9 +264,16 @@ static void stream_free(struct net_stream *s)
 	if (s->filter.ops != NULL) {
 		s->filter.ops->destroy(s->filter.impl);
 	}
+	struct net_listener *owner = s->drain_owner;
 	free(s->fbuf);
 	free(s->rbuf);
 	free(s);
+	if (owner != NULL) {
+		assert(owner->n_draining > 0);
+		if (--owner->n_draining == 0 && owner->tcp_closed) {
+			listener_finish(owner);
+		}
+	}
 }
 
 static void stream_handle_closed(uv_handle_t *h)
@@ -749,6 +765,9 @@ static void stream_promote(struct net_stream *s)
 		struct net_listener *l = s->listener;
 		assert(l != NULL);
 		listener_unlink(s);
+		s->drain_owner = NULL; /* the user's from now on */
+		assert(l->n_draining > 0);
+		l->n_draining--;
 		l->on_accept(l, s);
 	} else if (s->cbs.on_connect != NULL) {
 		s->cbs.on_connect(s, 0);
@@ -907,6 +926,8 @@ static void listener_connection_cb(uv_stream_t *server, int status)
 		return;
 	}
 	s->listener = l;
+	s->drain_owner = l;
+	l->n_draining++;
 	s->pend_next = l->pending;
 	if (l->pending != NULL) {
 		l->pending->pend_prev = s;
@@ -924,13 +945,21 @@ static void listener_connection_cb(uv_stream_t *server, int status)
 	stream_established(s);
 }
 
-static void listener_closed(uv_handle_t *h)
+static void listener_finish(struct net_listener *l)
 {
-	struct net_listener *l = h->data;
 	if (l->on_close != NULL) {
 		l->on_close(l);
 	}
 	free(l);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+	struct net_listener *l = h->data;
+	l->tcp_closed = true;
+	if (l->n_draining == 0) {
+		listener_finish(l);
+	}
 }
 
 int net_listener_open(uv_loop_t *loop, const char *url, int backlog,
@@ -1009,7 +1038,7 @@ void net_listener_close(struct net_listener *l, net_listener_close_cb on_close)
 	l->closing = true;
 	l->on_close = on_close;
 	while (l->pending != NULL) {
-		net_stream_close(l->pending); /* unlinks it */
+		net_stream_close(l->pending); /* unlinks it; stream_free counts it out */
 	}
 	assert(l->n_pending == 0);
 	uv_close((uv_handle_t *)&l->tcp, listener_closed);

@@ -31,6 +31,7 @@
 #include "grpc_uv.h"
 #include "kvconv.h"
 #include "kvstore.h"
+#include "log.h"
 #include "logstore.h"
 #include "peer.h"
 #include "raft.h"
@@ -143,35 +144,6 @@ static uint64_t now_ms(struct srv_member *m)
 /* The member of this process: one per process, so that callbacks that
  * carry only a call or a waiter id find it. */
 static struct srv_member *the_member;
-
-/* One log line on stderr: time, level, member, event, then key=value text. */
-static void mlog(const struct srv_member *m, const char *level, const char *event, const char *fmt,
-		 ...)
-{
-	char line[1024];
-	char ts[40];
-	struct timespec now;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &now);
-	gmtime_r(&now.tv_sec, &tm);
-	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-	int n = snprintf(line, sizeof line, "%s.%03ldZ %-5s member=%s event=%s", ts,
-			 now.tv_nsec / 1000000, level, m->name, event);
-	if (n > 0 && (size_t)n < sizeof line && fmt != NULL && fmt[0] != 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		line[n++] = ' ';
-		int k = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-		va_end(ap);
-		n = k < 0 ? n : n + k;
-	}
-	if (n < 0)
-		return;
-	if ((size_t)n >= sizeof line - 1)
-		n = (int)sizeof line - 2;
-	line[n++] = '\n';
-	fwrite(line, 1, (size_t)n, stderr);
-}
 
 /* ---- ids --------------------------------------------------------------- */
 
@@ -485,8 +457,12 @@ static void job_done(struct srv_job *job, bool cancelled)
 	if (j->err != 0) {
 		/* a persist or apply failure of this member: never skipped,
 		 * tried again until the cause (a full disk, memory) is gone */
-		mlog(m, "ERROR", "storage-failed", "step=%s error=\"%s\"",
-		     j->persisted ? "apply" : "persist", kv_strerror(j->err));
+		if (j->persisted)
+			srv_log(SRV_LOG_ERROR, "storage-failed", "step", "apply", "error",
+				kv_strerror(j->err), NULL);
+		else
+			srv_log(SRV_LOG_ERROR, "storage-failed", "step", "persist", "error",
+				raft_strerror(j->err), "detail", logstore_last_error(m->ls), NULL);
 		job_clear_results(j);
 		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
 		return;
@@ -529,13 +505,15 @@ static void process(struct srv_member *m)
 	struct update_job *j = &m->job;
 	int err = raft_ready(m->raft, &j->u);
 	if (err != 0) {
-		mlog(m, "ERROR", "raft-ready-failed", "error=\"%s\"", raft_strerror(err));
+		srv_log(SRV_LOG_ERROR, "raft-ready-failed", "error", raft_strerror(err), NULL);
 		return;
 	}
 	if (j->u.leader != m->leader) {
-		mlog(m, "INFO", "leader-changed", "leader=%016llx term=%llu",
-		     (unsigned long long)j->u.leader,
-		     (unsigned long long)(j->u.has_hard_state ? j->u.hard_state.term : m->term));
+		struct srv_log_line l;
+		srv_log_begin(&l, SRV_LOG_INFO, "leader-changed");
+		srv_log_hex(&l, "leader", j->u.leader);
+		srv_log_u64(&l, "term", j->u.has_hard_state ? j->u.hard_state.term : m->term);
+		srv_log_end(&l);
 		m->leader = j->u.leader;
 	}
 	if (m->handoff_on && j->u.leader != 0 && j->u.leader != m->id) {
@@ -625,19 +603,10 @@ static void on_peer_recv(struct net_transport *t, uint64_t from, enum net_channe
  * debug lines only at the debug level (they are not logged at all here). */
 static void on_net_log(void *data, enum net_log_level level, const char *msg)
 {
-	static const char *const names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
-	struct srv_member *m = data;
-	if (level == NET_LOG_DEBUG)
-		return;
-	char quoted[600];
-	size_t o = 0;
-	for (const char *c = msg; *c != 0 && o + 3 < sizeof quoted; c++) {
-		if (*c == '"' || *c == '\\')
-			quoted[o++] = '\\';
-		quoted[o++] = (*c >= 0x20 && *c < 0x7f) ? *c : '?';
-	}
-	quoted[o] = 0;
-	mlog(m, names[level <= NET_LOG_ERROR ? level : NET_LOG_ERROR], "net", "msg=\"%s\"", quoted);
+	static const enum srv_log_level levels[] = { SRV_LOG_DEBUG, SRV_LOG_INFO, SRV_LOG_WARN,
+						     SRV_LOG_ERROR };
+	(void)data;
+	srv_log(levels[level <= NET_LOG_ERROR ? level : NET_LOG_ERROR], "net", "msg", msg, NULL);
 }
 
 /* ---- gRPC handlers ------------------------------------------------------ */
@@ -1228,8 +1197,12 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 		*out = NULL;
 		return rv;
 	}
-	mlog(m, "INFO", "started", "member-id=%016llx cluster-id=%016llx data-dir=%s",
-	     (unsigned long long)m->id, (unsigned long long)m->cluster_id, m->data_dir);
+	struct srv_log_line l;
+	srv_log_begin(&l, SRV_LOG_INFO, "started");
+	srv_log_hex(&l, "member-id", m->id);
+	srv_log_hex(&l, "cluster-id", m->cluster_id);
+	srv_log_str(&l, "data-dir", m->data_dir);
+	srv_log_end(&l);
 	uv_timer_start(&m->tick, on_tick, m->heartbeat_ms, m->heartbeat_ms);
 	kick(m);
 	return 0;
@@ -1309,14 +1282,13 @@ static void stop_now(struct srv_member *m)
 			uv_close(hs[i], on_handle_closed);
 		}
 	}
-	mlog(m, "INFO", "stopping", NULL);
 	closed_one(m);
 }
 
 static void on_handoff_timeout(uv_timer_t *t)
 {
 	struct srv_member *m = t->data;
-	mlog(m, "WARN", "leadership-handoff-timeout", NULL);
+	srv_log(SRV_LOG_WARN, "leadership-handoff-timeout", NULL);
 	stop_now(m);
 }
 
@@ -1352,7 +1324,10 @@ void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *da
 		stop_now(m);
 		return;
 	}
-	mlog(m, "INFO", "leadership-handoff", "to=%016llx", (unsigned long long)target);
+	struct srv_log_line l;
+	srv_log_begin(&l, SRV_LOG_INFO, "leadership-handoff");
+	srv_log_hex(&l, "to", target);
+	srv_log_end(&l);
 	m->handoff_on = true;
 	uv_timer_start(&m->handoff, on_handoff_timeout, 2 * (uint64_t)m->election_ms, 0);
 	kick(m);

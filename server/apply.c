@@ -99,20 +99,6 @@ static int do_range(struct kv_wtx *w, const Etcdserverpb__RangeRequest *in,
 	return err;
 }
 
-static Etcdserverpb__ResponseHeader *header_at(const Etcdserverpb__ResponseHeader *h,
-					       int64_t revision, struct kvconv_arena *a)
-{
-	Etcdserverpb__ResponseHeader *c = kvconv_alloc(a, sizeof *c);
-	if (c != NULL) {
-		etcdserverpb__response_header__init(c);
-		c->cluster_id = h->cluster_id;
-		c->member_id = h->member_id;
-		c->raft_term = h->raft_term;
-		c->revision = revision;
-	}
-	return c;
-}
-
 static int current_revision(struct kv_wtx *w, int64_t *rev)
 {
 	/* a Txn with nothing in it changes nothing and reports the revision */
@@ -136,7 +122,7 @@ static int do_compact(struct kv_wtx *w, const Etcdserverpb__CompactionRequest *i
 	if (err != 0)
 		return err;
 	etcdserverpb__compaction_response__init(&m);
-	if ((m.header = header_at(h, out->revision, a)) == NULL)
+	if ((m.header = kvconv_header(h, out->revision, a)) == NULL)
 		return KV_ENOMEM;
 	return pack(&m.base, out);
 }
@@ -154,7 +140,7 @@ static int do_lease_grant(struct kv_wtx *w, const Etcdserverpb__LeaseGrantReques
 	if (err != 0)
 		return err;
 	etcdserverpb__lease_grant_response__init(&m);
-	if ((m.header = header_at(h, out->revision, a)) == NULL)
+	if ((m.header = kvconv_header(h, out->revision, a)) == NULL)
 		return KV_ENOMEM;
 	m.id = in->id;
 	m.ttl = in->ttl;
@@ -170,7 +156,7 @@ static int do_lease_revoke(struct kv_wtx *w, const Etcdserverpb__LeaseRevokeRequ
 	if (err != 0)
 		return err;
 	etcdserverpb__lease_revoke_response__init(&m);
-	if ((m.header = header_at(h, out->revision, a)) == NULL)
+	if ((m.header = kvconv_header(h, out->revision, a)) == NULL)
 		return KV_ENOMEM;
 	return pack(&m.base, out);
 }
@@ -192,7 +178,7 @@ static int do_lease_checkpoint(struct kv_wtx *w, const Etcdserverpb__LeaseCheckp
 	if (err != 0)
 		return err;
 	etcdserverpb__lease_checkpoint_response__init(&m);
-	if ((m.header = header_at(h, out->revision, a)) == NULL)
+	if ((m.header = kvconv_header(h, out->revision, a)) == NULL)
 		return KV_ENOMEM;
 	return pack(&m.base, out);
 }

@@ -214,8 +214,8 @@ int kvconv_txn_req(const Etcdserverpb__TxnRequest *in, struct kvconv_arena *a,
 
 /* ---- responses --------------------------------------------------------- */
 
-static Etcdserverpb__ResponseHeader *header_copy(const Etcdserverpb__ResponseHeader *h,
-						 int64_t revision, struct kvconv_arena *a)
+Etcdserverpb__ResponseHeader *kvconv_header(const Etcdserverpb__ResponseHeader *h, int64_t revision,
+					    struct kvconv_arena *a)
 {
 	Etcdserverpb__ResponseHeader *c = kvconv_alloc(a, sizeof *c);
 	if (c == NULL)
@@ -265,7 +265,7 @@ int kvconv_range_resp(const struct kv_range_resp *in, const Etcdserverpb__Respon
 		      struct kvconv_arena *a, Etcdserverpb__RangeResponse *out)
 {
 	etcdserverpb__range_response__init(out);
-	if ((out->header = header_copy(h, in->revision, a)) == NULL)
+	if ((out->header = kvconv_header(h, in->revision, a)) == NULL)
 		return KV_ENOMEM;
 	out->more = in->more;
 	out->count = in->count;
@@ -278,7 +278,7 @@ int kvconv_put_resp(const struct kv_put_resp *in, const Etcdserverpb__ResponseHe
 		    struct kvconv_arena *a, Etcdserverpb__PutResponse *out)
 {
 	etcdserverpb__put_response__init(out);
-	if ((out->header = header_copy(h, in->revision, a)) == NULL)
+	if ((out->header = kvconv_header(h, in->revision, a)) == NULL)
 		return KV_ENOMEM;
 	if (in->has_prev_kv && (out->prev_kv = kvconv_kv(&in->prev_kv, a)) == NULL)
 		return KV_ENOMEM;
@@ -289,7 +289,7 @@ int kvconv_delete_resp(const struct kv_delete_resp *in, const Etcdserverpb__Resp
 		       struct kvconv_arena *a, Etcdserverpb__DeleteRangeResponse *out)
 {
 	etcdserverpb__delete_range_response__init(out);
-	if ((out->header = header_copy(h, in->revision, a)) == NULL)
+	if ((out->header = kvconv_header(h, in->revision, a)) == NULL)
 		return KV_ENOMEM;
 	out->deleted = in->deleted;
 	int err = kvs_conv(in->prev_kvs, in->n_prev_kvs, a, &out->prev_kvs);
@@ -301,7 +301,7 @@ int kvconv_txn_resp(const struct kv_txn_resp *in, const Etcdserverpb__ResponseHe
 		    struct kvconv_arena *a, Etcdserverpb__TxnResponse *out)
 {
 	etcdserverpb__txn_response__init(out);
-	if ((out->header = header_copy(h, in->revision, a)) == NULL)
+	if ((out->header = kvconv_header(h, in->revision, a)) == NULL)
 		return KV_ENOMEM;
 	out->succeeded = in->succeeded;
 	if (in->n_responses == 0)

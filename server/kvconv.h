@@ -53,6 +53,9 @@ int kvconv_delete_resp(const struct kv_delete_resp *in, const Etcdserverpb__Resp
 		       struct kvconv_arena *a, Etcdserverpb__DeleteRangeResponse *out);
 int kvconv_txn_resp(const struct kv_txn_resp *in, const Etcdserverpb__ResponseHeader *h,
 		    struct kvconv_arena *a, Etcdserverpb__TxnResponse *out);
+/* A copy of h at `revision`, from the arena; NULL on ENOMEM. */
+Etcdserverpb__ResponseHeader *kvconv_header(const Etcdserverpb__ResponseHeader *h, int64_t revision,
+					    struct kvconv_arena *a);
 /* A KeyValue pointing into kv (no copy), from the arena; NULL on ENOMEM. */
 Mvccpb__KeyValue *kvconv_kv(const struct kv_kv *kv, struct kvconv_arena *a);
 

@@ -319,16 +319,12 @@ void *net_stream_data(const struct net_stream *s)
 	return s->data;
 }
 
-size_t net_stream_queued(const struct net_stream *s)
-{
-	return s->queued;
-}
-
-uint16_t net_stream_local_port(const struct net_stream *s)
+/* The local port a TCP handle is bound to, 0 if unknown. */
+static uint16_t tcp_port(const uv_tcp_t *tcp)
 {
 	struct sockaddr_storage ss;
 	int len = (int)sizeof ss;
-	if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len) != 0) {
+	if (uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len) != 0) {
 		return 0;
 	}
 	if (ss.ss_family == AF_INET) {
@@ -338,6 +334,16 @@ uint16_t net_stream_local_port(const struct net_stream *s)
 		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	}
 	return 0;
+}
+
+size_t net_stream_queued(const struct net_stream *s)
+{
+	return s->queued;
+}
+
+uint16_t net_stream_local_port(const struct net_stream *s)
+{
+	return tcp_port(&s->tcp);
 }
 
 /* Work an open stream defers to the loop (s->timer, free once the connection is up), so that
@@ -1017,18 +1023,7 @@ void *net_listener_data(const struct net_listener *l)
 
 uint16_t net_listener_port(const struct net_listener *l)
 {
-	struct sockaddr_storage ss;
-	int len = (int)sizeof ss;
-	if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) != 0) {
-		return 0;
-	}
-	if (ss.ss_family == AF_INET) {
-		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	}
-	if (ss.ss_family == AF_INET6) {
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	}
-	return 0;
+	return tcp_port(&l->tcp);
 }
 
 void net_listener_close(struct net_listener *l, net_listener_close_cb on_close)

@@ -1,6 +1,7 @@
 /* member.c: one Cairn member (member.h): the Raft core, the log store, the
- * LMDB store on the storage thread, the peer transport and the etcd v3 KV,
- * Maintenance.Status and Cluster.MemberList calls, on one libuv loop.
+ * LMDB store on the storage thread, the peer transport and the gRPC
+ * listeners, on one libuv loop; the calls themselves are in kvapi.c and
+ * cluster.c.
  *
  * The loop follows THE LOOP CONTRACT (raft/raft.h, docs/architecture.md
  * §2.3): it takes one update at a time; sends its messages at once; gives
@@ -8,138 +9,23 @@
  * and applies its committed entries to LMDB in one write transaction; and
  * when that job is done sends msgs_after_persist, answers the clients whose
  * Requests were applied, serves ReadIndex reads and advances. */
-#include "member.h"
+#include "member_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <sys/file.h>
-#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
-#include "apply.h"
-#include "cairn/request.pb-c.h"
-#include "etcdserverpb/rpc.pb-c.h"
-#include "grpc.h"
-#include "grpc_uv.h"
 #include "kvconv.h"
-#include "kvstore.h"
 #include "log.h"
-#include "logstore.h"
-#include "peer.h"
-#include "raft.h"
-#include "raftwire.h"
-#include "tls_filter.h"
-#include "worker.h"
-
-#define SERVER_VERSION "3.4.0" /* the etcd API version Cairn speaks, for Status */
-#define MAX_WAITERS 65536      /* proposals and reads waiting for an answer */
-#define MAX_LISTENERS 16
-#define RETRY_MS 100 /* a failed storage job is tried again after this */
-
-enum {
-	ST_OK = 0,
-	ST_INVALID_ARGUMENT = 3,
-	ST_DEADLINE = 4,
-	ST_RESOURCE_EXHAUSTED = 8,
-	ST_INTERNAL = 13,
-	ST_UNAVAILABLE = 14
-};
-
-/* A client call waiting for its Request to be applied, or for a read. */
-struct waiter {
-	uint64_t id; /* 0: free slot */
-	struct net_grpc_call *call;
-	uint64_t deadline_ms;
-	Etcdserverpb__RangeRequest *range; /* reads: the request, unpacked */
-};
-
-/* One Request's result, carried back from the storage thread. */
-struct result {
-	uint64_t id;
-	struct apply_result r;
-};
-
-struct peer_info {
-	uint64_t id;
-	char *name;
-	char *peer_url;
-};
-
-/* The storage thread's job for one update. */
-struct update_job {
-	struct srv_job job;
-	struct srv_member *m;
-	struct raft_update u;
-	int err;            /* persist or apply failure: the job is run again */
-	bool persisted;     /* step 2 done (kept across retries) */
-	struct result *res; /* results of this member's Requests */
-	size_t n_res, cap_res;
-	uint64_t applied; /* the store's applied index after the job */
-	int64_t revision; /* the store's revision after the job */
-};
-
-struct srv_member {
-	uv_loop_t *loop;
-	char *name;
-	char *data_dir;
-	uint64_t id, cluster_id;
-	uint32_t heartbeat_ms, election_ms;
-	uint32_t max_request_bytes;
-
-	struct logstore *ls;
-	struct kv_store *kv;
-	struct raft *raft;
-	uint64_t rng;
-
-	struct srv_worker *worker;
-	struct update_job job;
-	bool job_busy;   /* an update is out to the storage thread */
-	uv_timer_t tick; /* every heartbeat */
-	uv_timer_t retry;
-	uv_timer_t handoff; /* bounds the leadership handoff at stop */
-	bool handoff_on;
-	uv_idle_t kick; /* runs process() once the current callback returns */
-	bool kick_on;
-
-	struct srv_raftwire_limits wire_lim; /* what a peer's message may hold */
-	struct net_transport *transport;
-	struct net_tls_filter_ctx peer_tls, client_tls;
-	struct net_grpc_server *grpc;
-	struct net_grpc_listener *listeners[MAX_LISTENERS];
-	size_t n_listeners;
-
-	struct peer_info *peers;
-	size_t n_peers;
-	char **client_urls;
-	size_t n_client_urls;
-
-	struct waiter *waiters;
-	size_t n_waiters; /* slots in use */
-	uint64_t next_seq;
-	uint64_t applied;
-	int64_t revision;
-	uint64_t term, leader;
-
-	int lock_fd; /* <data-dir>/LOCK, flock'ed while the member runs */
-
-	bool stopping;
-	int closing; /* handles still to close */
-	void (*stopped)(void *data);
-	void *stopped_data;
-};
-
-static uint64_t now_ms(struct srv_member *m)
-{
-	return uv_now(m->loop);
-}
 
 /* The member of this process: one per process, so that callbacks that
  * carry only a call or a waiter id find it. */
@@ -183,7 +69,7 @@ static uint64_t rng_next(void *ctx)
 
 /* ---- waiters ------------------------------------------------------------- */
 
-static struct waiter *waiter_add(struct srv_member *m, struct net_grpc_call *call, uint64_t id)
+struct waiter *member_waiter_add(struct srv_member *m, struct net_grpc_call *call, uint64_t id)
 {
 	if (m->n_waiters >= MAX_WAITERS)
 		return NULL;
@@ -200,7 +86,7 @@ static struct waiter *waiter_add(struct srv_member *m, struct net_grpc_call *cal
 	return w;
 }
 
-static struct waiter *waiter_find(struct srv_member *m, uint64_t id)
+struct waiter *member_waiter_find(struct srv_member *m, uint64_t id)
 {
 	size_t slot = (size_t)(id % MAX_WAITERS);
 	for (size_t n = 0; n < MAX_WAITERS && m->waiters[slot].id != 0; n++) {
@@ -212,7 +98,7 @@ static struct waiter *waiter_find(struct srv_member *m, uint64_t id)
 }
 
 /* Removes w, keeping later entries of its probe chain reachable. */
-static void waiter_remove(struct srv_member *m, struct waiter *w)
+void member_waiter_remove(struct srv_member *m, struct waiter *w)
 {
 	size_t slot = (size_t)(w - m->waiters);
 	if (w->range != NULL)
@@ -225,7 +111,7 @@ static void waiter_remove(struct srv_member *m, struct waiter *w)
 		struct waiter moved = m->waiters[i];
 		memset(&m->waiters[i], 0, sizeof moved);
 		m->n_waiters--;
-		struct waiter *n = waiter_add(m, moved.call, moved.id);
+		struct waiter *n = member_waiter_add(m, moved.call, moved.id);
 		n->deadline_ms = moved.deadline_ms;
 		n->range = moved.range;
 		i = (i + 1) % MAX_WAITERS;
@@ -235,7 +121,7 @@ static void waiter_remove(struct srv_member *m, struct waiter *w)
 static void on_call_cancel(struct net_grpc_call *call, void *user);
 
 /* The call's callbacks carry its waiter id, so a moved waiter is found. */
-static void waiter_attach(struct waiter *w)
+void member_waiter_attach(struct waiter *w)
 {
 	static const struct net_grpc_call_callbacks cbs = { .on_cancel = on_call_cancel };
 	net_grpc_call_set_callbacks(w->call, &cbs, (void *)(uintptr_t)w->id);
@@ -244,14 +130,14 @@ static void waiter_attach(struct waiter *w)
 static void on_call_cancel(struct net_grpc_call *call, void *user)
 {
 	struct srv_member *m = the_member;
-	struct waiter *w = waiter_find(m, (uint64_t)(uintptr_t)user);
+	struct waiter *w = member_waiter_find(m, (uint64_t)(uintptr_t)user);
 	if (w != NULL && w->call == call)
-		waiter_remove(m, w);
+		member_waiter_remove(m, w);
 }
 
 /* ---- responses -------------------------------------------------------- */
 
-static void header_init(struct srv_member *m, Etcdserverpb__ResponseHeader *h, int64_t rev)
+void member_header_init(struct srv_member *m, Etcdserverpb__ResponseHeader *h, int64_t rev)
 {
 	etcdserverpb__response_header__init(h);
 	h->cluster_id = m->cluster_id;
@@ -260,7 +146,7 @@ static void header_init(struct srv_member *m, Etcdserverpb__ResponseHeader *h, i
 	h->revision = rev;
 }
 
-static void finish_msg(struct net_grpc_call *call, const ProtobufCMessage *msg)
+void member_finish_msg(struct net_grpc_call *call, const ProtobufCMessage *msg)
 {
 	size_t n = protobuf_c_message_get_packed_size(msg);
 	uint8_t *buf = malloc(n ? n : 1);
@@ -274,14 +160,14 @@ static void finish_msg(struct net_grpc_call *call, const ProtobufCMessage *msg)
 	net_grpc_call_finish(call, err == 0 ? ST_OK : ST_INTERNAL, err == 0 ? "" : "send failed");
 }
 
-static void finish_error(struct net_grpc_call *call, int code, const char *msg)
+void member_finish_error(struct net_grpc_call *call, int code, const char *msg)
 {
 	net_grpc_call_finish(call, code, msg);
 }
 
 /* A Range served from the local store (serializable, or once a ReadIndex
  * read's index is applied). */
-static void serve_range(struct srv_member *m, struct net_grpc_call *call,
+void member_serve_range(struct srv_member *m, struct net_grpc_call *call,
 			const Etcdserverpb__RangeRequest *q)
 {
 	struct kv_range_req req;
@@ -294,14 +180,14 @@ static void serve_range(struct srv_member *m, struct net_grpc_call *call,
 	if (err != 0) {
 		struct kvconv_status st;
 		kvconv_error(err, &st);
-		finish_error(call, st.code, st.message);
+		member_finish_error(call, st.code, st.message);
 		return;
 	}
-	header_init(m, &h, resp.revision);
+	member_header_init(m, &h, resp.revision);
 	if (kvconv_range_resp(&resp, &h, &a, &out) != 0)
-		finish_error(call, ST_INTERNAL, "out of memory");
+		member_finish_error(call, ST_INTERNAL, "out of memory");
 	else
-		finish_msg(call, &out.base);
+		member_finish_msg(call, &out.base);
 	kvconv_arena_free(&a);
 	kv_range_resp_free(&resp);
 }
@@ -341,7 +227,7 @@ static int job_apply(struct update_job *j)
 	int err = kv_txn_begin_write(m->kv, &w);
 	if (err != 0)
 		return err;
-	header_init(m, &h, 0);
+	member_header_init(m, &h, 0);
 	h.raft_term = j->u.committed[j->u.n_committed - 1].term;
 	for (uint32_t i = 0; i < j->u.n_committed && err == 0; i++) {
 		const struct raft_entry *e = &j->u.committed[i];
@@ -394,21 +280,20 @@ static void job_run(struct srv_job *job)
 }
 
 static void process(struct srv_member *m);
-static void kick(struct srv_member *m);
 static void stop_now(struct srv_member *m);
 static void send_msgs(struct srv_member *m, const struct raft_msg *msgs, uint32_t n);
 
 static void answer_results(struct srv_member *m, struct update_job *j)
 {
 	for (size_t i = 0; i < j->n_res; i++) {
-		struct waiter *w = waiter_find(m, j->res[i].id);
+		struct waiter *w = member_waiter_find(m, j->res[i].id);
 		if (w == NULL)
 			continue; /* the client is gone */
 		struct net_grpc_call *call = w->call;
 		struct apply_result *r = &j->res[i].r;
-		waiter_remove(m, w);
+		member_waiter_remove(m, w);
 		if (r->code != 0) {
-			finish_error(call, r->code, r->message);
+			member_finish_error(call, r->code, r->message);
 		} else {
 			int err = net_grpc_call_send(call, r->resp, r->resp_len);
 			net_grpc_call_finish(call, err == 0 ? ST_OK : ST_INTERNAL,
@@ -422,19 +307,20 @@ static void serve_reads(struct srv_member *m, const struct raft_update *u)
 {
 	for (uint32_t i = 0; i < u->n_reads; i++) {
 		const struct raft_read_state *rs = &u->reads[i];
-		struct waiter *w = waiter_find(m, rs->id);
+		struct waiter *w = member_waiter_find(m, rs->id);
 		if (w == NULL)
 			continue;
 		struct net_grpc_call *call = w->call;
 		Etcdserverpb__RangeRequest *q = w->range;
 		w->range = NULL;
-		waiter_remove(m, w);
+		member_waiter_remove(m, w);
 		if (rs->status != 0 || m->applied < rs->index)
-			finish_error(call, ST_UNAVAILABLE,
-				     rs->status == RAFT_ENOLEADER ? "etcdserver: no leader" :
-								    "etcdserver: leader changed");
+			member_finish_error(call, ST_UNAVAILABLE,
+					    rs->status == RAFT_ENOLEADER ?
+						    "etcdserver: no leader" :
+						    "etcdserver: leader changed");
 		else
-			serve_range(m, call, q);
+			member_serve_range(m, call, q);
 		etcdserverpb__range_request__free_unpacked(q, NULL);
 	}
 }
@@ -533,7 +419,7 @@ static void process(struct srv_member *m)
 		serve_reads(m, &j->u);
 		raft_advance(m->raft);
 		logstore_release(m->ls);
-		kick(m);
+		member_kick(m);
 		return;
 	}
 	j->applied = m->applied;
@@ -553,7 +439,7 @@ static void on_kick(uv_idle_t *h)
 
 /* process() after the current callback, whatever it is (never inside the
  * gRPC or transport callbacks' own stack frames). */
-static void kick(struct srv_member *m)
+void member_kick(struct srv_member *m)
 {
 	if (!m->kick_on && !m->stopping) {
 		m->kick_on = true;
@@ -568,8 +454,8 @@ static void expire_waiters(struct srv_member *m)
 		struct waiter *w = &m->waiters[i];
 		if (w->id != 0 && w->deadline_ms <= now) {
 			struct net_grpc_call *call = w->call;
-			waiter_remove(m, w);
-			finish_error(call, ST_UNAVAILABLE, "etcdserver: request timed out");
+			member_waiter_remove(m, w);
+			member_finish_error(call, ST_UNAVAILABLE, "etcdserver: request timed out");
 			i--; /* a later entry may have moved into this slot */
 		}
 	}
@@ -581,7 +467,7 @@ static void on_tick(uv_timer_t *t)
 	raft_tick(m->raft);
 	if (m->n_waiters > 0 && (uv_now(m->loop) / m->heartbeat_ms) % 10 == 0)
 		expire_waiters(m);
-	kick(m);
+	member_kick(m);
 }
 
 static void on_peer_recv(struct net_transport *t, uint64_t from, enum net_channel ch,
@@ -596,7 +482,7 @@ static void on_peer_recv(struct net_transport *t, uint64_t from, enum net_channe
 		(void)raft_step(m->raft, &msg.msg);
 	srv_raftwire_msg_free(&msg);
 	logstore_release(m->ls);
-	kick(m);
+	member_kick(m);
 }
 
 /* The transport's and the client listeners' lines, in the member's format;
@@ -607,212 +493,6 @@ static void on_net_log(void *data, enum net_log_level level, const char *msg)
 						     SRV_LOG_ERROR };
 	(void)data;
 	srv_log(levels[level <= NET_LOG_ERROR ? level : NET_LOG_ERROR], "net", "msg", msg, NULL);
-}
-
-/* ---- gRPC handlers ------------------------------------------------------ */
-
-/* Proposes a Request built by fill() for the waiting call. */
-static void propose(struct srv_member *m, struct net_grpc_call *call, Cairn__Serverpb__Request *req)
-{
-	uint64_t id = ++m->next_seq;
-	req->id = id;
-	req->member_id = m->id;
-	size_t n = cairn__serverpb__request__get_packed_size(req);
-	if (n > m->max_request_bytes) {
-		finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
-		return;
-	}
-	uint8_t *buf = malloc(n ? n : 1);
-	if (buf == NULL) {
-		finish_error(call, ST_INTERNAL, "out of memory");
-		return;
-	}
-	cairn__serverpb__request__pack(req, buf);
-	struct waiter *w = waiter_add(m, call, id);
-	if (w == NULL) {
-		free(buf);
-		finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
-		return;
-	}
-	int err = raft_propose(m->raft, buf, n, NULL);
-	free(buf);
-	if (err != 0) {
-		waiter_remove(m, w);
-		if (err == RAFT_ENOLEADER)
-			finish_error(call, ST_UNAVAILABLE, "etcdserver: no leader");
-		else if (err == RAFT_EBUSY)
-			finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
-		else if (err == RAFT_ETOOBIG)
-			finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
-		else
-			finish_error(call, ST_UNAVAILABLE, raft_strerror(err));
-		return;
-	}
-	waiter_attach(w);
-	kick(m);
-}
-
-#define UNARY(name, Type, type, field, CASE)                                                       \
-	static void on_msg_##name(struct net_grpc_call *call, const uint8_t *data, size_t len,     \
-				  void *user)                                                      \
-	{                                                                                          \
-		struct srv_member *m = user;                                                       \
-		(void)user;                                                                        \
-		net_grpc_call_set_callbacks(call, NULL, NULL);                                     \
-		Type *q = type##__unpack(NULL, len, data);                                         \
-		if (q == NULL) {                                                                   \
-			finish_error(call, ST_INVALID_ARGUMENT, "malformed request");              \
-			return;                                                                    \
-		}                                                                                  \
-		Cairn__Serverpb__Request req = CAIRN__SERVERPB__REQUEST__INIT;                     \
-		req.op_case = CASE;                                                                \
-		req.field = q;                                                                     \
-		propose(m, call, &req);                                                            \
-		type##__free_unpacked(q, NULL);                                                    \
-	}                                                                                          \
-	static void h_##name(struct net_grpc_call *call, void *data)                               \
-	{                                                                                          \
-		static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_##name }; \
-		net_grpc_call_set_callbacks(call, &cbs, data);                                     \
-	}
-
-UNARY(put, Etcdserverpb__PutRequest, etcdserverpb__put_request, put,
-      CAIRN__SERVERPB__REQUEST__OP_PUT)
-UNARY(delete_range, Etcdserverpb__DeleteRangeRequest, etcdserverpb__delete_range_request,
-      delete_range, CAIRN__SERVERPB__REQUEST__OP_DELETE_RANGE)
-UNARY(txn, Etcdserverpb__TxnRequest, etcdserverpb__txn_request, txn,
-      CAIRN__SERVERPB__REQUEST__OP_TXN)
-UNARY(compact, Etcdserverpb__CompactionRequest, etcdserverpb__compaction_request, compaction,
-      CAIRN__SERVERPB__REQUEST__OP_COMPACTION)
-
-static void on_msg_range(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
-{
-	struct srv_member *m = user;
-	net_grpc_call_set_callbacks(call, NULL, NULL);
-	Etcdserverpb__RangeRequest *q = etcdserverpb__range_request__unpack(NULL, len, data);
-	if (q == NULL) {
-		finish_error(call, ST_INVALID_ARGUMENT, "malformed request");
-		return;
-	}
-	if (q->serializable) {
-		serve_range(m, call, q);
-		etcdserverpb__range_request__free_unpacked(q, NULL);
-		return;
-	}
-	/* linearizable: ReadIndex, served once applied up to its index */
-	uint64_t id = ++m->next_seq;
-	struct waiter *w = waiter_add(m, call, id);
-	if (w == NULL) {
-		etcdserverpb__range_request__free_unpacked(q, NULL);
-		finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
-		return;
-	}
-	int err = raft_read_index(m->raft, id);
-	if (err != 0) {
-		waiter_remove(m, w);
-		etcdserverpb__range_request__free_unpacked(q, NULL);
-		finish_error(call, ST_UNAVAILABLE,
-			     err == RAFT_ENOLEADER ? "etcdserver: no leader" :
-						     "etcdserver: too many requests");
-		return;
-	}
-	w->range = q;
-	waiter_attach(w);
-	kick(m);
-}
-
-static void h_range(struct net_grpc_call *call, void *data)
-{
-	static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_range };
-	net_grpc_call_set_callbacks(call, &cbs, data);
-}
-
-static void on_msg_status(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
-{
-	struct srv_member *m = user;
-	struct raft_status rs;
-	struct kv_status ks;
-	Etcdserverpb__StatusResponse out = ETCDSERVERPB__STATUS_RESPONSE__INIT;
-	Etcdserverpb__ResponseHeader h;
-	(void)data;
-	(void)len;
-	net_grpc_call_set_callbacks(call, NULL, NULL);
-	raft_status(m->raft, &rs);
-	if (kv_status(m->kv, &ks) != 0)
-		memset(&ks, 0, sizeof ks);
-	header_init(m, &h, ks.revision);
-	out.header = &h;
-	out.version = (char *)SERVER_VERSION;
-	char path[4200];
-	struct stat st;
-	snprintf(path, sizeof path, "%s/db/data.mdb", m->data_dir);
-	if (stat(path, &st) == 0) {
-		out.dbsize = (int64_t)st.st_size;
-		out.dbsizeinuse = (int64_t)st.st_blocks * 512;
-	}
-	out.leader = rs.leader;
-	out.raftindex = rs.last_index;
-	out.raftterm = rs.term;
-	out.raftappliedindex = ks.applied_index;
-	out.islearner = raft_conf_role(&rs.conf, m->id) == RAFT_LEARNER;
-	finish_msg(call, &out.base);
-}
-
-static void h_status(struct net_grpc_call *call, void *data)
-{
-	static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_status };
-	net_grpc_call_set_callbacks(call, &cbs, data);
-}
-
-static const struct peer_info *peer_by_id(const struct srv_member *m, uint64_t id)
-{
-	for (size_t i = 0; i < m->n_peers; i++)
-		if (m->peers[i].id == id)
-			return &m->peers[i];
-	return NULL;
-}
-
-static void on_msg_member_list(struct net_grpc_call *call, const uint8_t *data, size_t len,
-			       void *user)
-{
-	struct srv_member *m = user;
-	struct raft_status rs;
-	Etcdserverpb__MemberListResponse out = ETCDSERVERPB__MEMBER_LIST_RESPONSE__INIT;
-	Etcdserverpb__ResponseHeader h;
-	Etcdserverpb__Member mem[RAFT_MAX_MEMBERS], *mp[RAFT_MAX_MEMBERS];
-	char *purls[RAFT_MAX_MEMBERS][1];
-	(void)data;
-	(void)len;
-	net_grpc_call_set_callbacks(call, NULL, NULL);
-	raft_status(m->raft, &rs);
-	header_init(m, &h, m->revision);
-	out.header = &h;
-	for (uint32_t i = 0; i < rs.conf.n; i++) {
-		const struct peer_info *p = peer_by_id(m, rs.conf.members[i].id);
-		etcdserverpb__member__init(&mem[i]);
-		mem[i].id = rs.conf.members[i].id;
-		mem[i].islearner = rs.conf.members[i].role == RAFT_LEARNER;
-		if (p != NULL) {
-			mem[i].name = p->name;
-			purls[i][0] = p->peer_url;
-			mem[i].n_peerurls = 1;
-			mem[i].peerurls = purls[i];
-		}
-		if (mem[i].id == m->id) {
-			mem[i].n_clienturls = m->n_client_urls;
-			mem[i].clienturls = m->client_urls;
-		}
-		mp[i] = &mem[i];
-	}
-	out.n_members = rs.conf.n;
-	out.members = mp;
-	finish_msg(call, &out.base);
-}
-
-static void h_member_list(struct net_grpc_call *call, void *data)
-{
-	static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_member_list };
-	net_grpc_call_set_callbacks(call, &cbs, data);
 }
 
 /* ---- start and stop ------------------------------------------------------ */
@@ -1158,22 +838,8 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	gl.max_recv_message = m->max_request_bytes + NET_GRPC_ETCD_OVERHEAD_BYTES;
 	if (rv == 0 && (nerr = net_grpc_server_new(&gl, &m->grpc)) != 0)
 		rv = fail(err, err_len, -1, "grpc: %s", net_strerror(nerr));
-	static const struct {
-		const char *path;
-		net_grpc_handler h;
-	} methods[] = {
-		{ "/etcdserverpb.KV/Range", h_range },
-		{ "/etcdserverpb.KV/Put", h_put },
-		{ "/etcdserverpb.KV/DeleteRange", h_delete_range },
-		{ "/etcdserverpb.KV/Txn", h_txn },
-		{ "/etcdserverpb.KV/Compact", h_compact },
-		{ "/etcdserverpb.Maintenance/Status", h_status },
-		{ "/etcdserverpb.Cluster/MemberList", h_member_list },
-	};
-	for (size_t i = 0; rv == 0 && i < sizeof methods / sizeof methods[0]; i++)
-		if ((nerr = net_grpc_server_register(m->grpc, methods[i].path, methods[i].h, m)) !=
-		    0)
-			rv = fail(err, err_len, -1, "grpc: %s", net_strerror(nerr));
+	if (rv == 0 && ((nerr = kvapi_register(m)) != 0 || (nerr = cluster_register(m)) != 0))
+		rv = fail(err, err_len, -1, "grpc: %s", net_strerror(nerr));
 	m->client_urls = calloc(cfg->advertise_client_urls.n + 1, sizeof *m->client_urls);
 	for (size_t i = 0; rv == 0 && m->client_urls && i < cfg->advertise_client_urls.n; i++)
 		if ((m->client_urls[m->n_client_urls] =
@@ -1204,7 +870,7 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	srv_log_str(&l, "data-dir", m->data_dir);
 	srv_log_end(&l);
 	uv_timer_start(&m->tick, on_tick, m->heartbeat_ms, m->heartbeat_ms);
-	kick(m);
+	member_kick(m);
 	return 0;
 }
 
@@ -1257,7 +923,7 @@ static void stop_now(struct srv_member *m)
 			if (w->range != NULL)
 				etcdserverpb__range_request__free_unpacked(w->range, NULL);
 			memset(w, 0, sizeof *w);
-			finish_error(call, ST_UNAVAILABLE, "etcdserver: server stopped");
+			member_finish_error(call, ST_UNAVAILABLE, "etcdserver: server stopped");
 		}
 	}
 	m->n_waiters = 0;
@@ -1330,7 +996,7 @@ void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *da
 	srv_log_end(&l);
 	m->handoff_on = true;
 	uv_timer_start(&m->handoff, on_handoff_timeout, 2 * (uint64_t)m->election_ms, 0);
-	kick(m);
+	member_kick(m);
 }
 
 uint64_t srv_member_id(const struct srv_member *m)

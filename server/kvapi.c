@@ -1,0 +1,188 @@
+/* kvapi.c: the etcd KV calls (Range, Put, DeleteRange, Txn, Compact) and
+ * Maintenance.Status of a member. Writes become a Request proposed through
+ * Raft and are answered when applied (member.c); linearizable Ranges go
+ * through ReadIndex, serializable ones are served from the local store. */
+#include "member_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "kvconv.h"
+
+#define SERVER_VERSION "3.4.0" /* the etcd API version Cairn speaks, for Status */
+
+/* Proposes a Request built by fill() for the waiting call. */
+static void propose(struct srv_member *m, struct net_grpc_call *call, Cairn__Serverpb__Request *req)
+{
+	uint64_t id = ++m->next_seq;
+	req->id = id;
+	req->member_id = m->id;
+	size_t n = cairn__serverpb__request__get_packed_size(req);
+	if (n > m->max_request_bytes) {
+		member_finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
+		return;
+	}
+	uint8_t *buf = malloc(n ? n : 1);
+	if (buf == NULL) {
+		member_finish_error(call, ST_INTERNAL, "out of memory");
+		return;
+	}
+	cairn__serverpb__request__pack(req, buf);
+	struct waiter *w = member_waiter_add(m, call, id);
+	if (w == NULL) {
+		free(buf);
+		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
+		return;
+	}
+	int err = raft_propose(m->raft, buf, n, NULL);
+	free(buf);
+	if (err != 0) {
+		member_waiter_remove(m, w);
+		if (err == RAFT_ENOLEADER)
+			member_finish_error(call, ST_UNAVAILABLE, "etcdserver: no leader");
+		else if (err == RAFT_EBUSY)
+			member_finish_error(call, ST_RESOURCE_EXHAUSTED,
+					    "etcdserver: too many requests");
+		else if (err == RAFT_ETOOBIG)
+			member_finish_error(call, ST_INVALID_ARGUMENT,
+					    "etcdserver: request is too large");
+		else
+			member_finish_error(call, ST_UNAVAILABLE, raft_strerror(err));
+		return;
+	}
+	member_waiter_attach(w);
+	member_kick(m);
+}
+
+#define UNARY(name, Type, type, field, CASE)                                                       \
+	static void on_msg_##name(struct net_grpc_call *call, const uint8_t *data, size_t len,     \
+				  void *user)                                                      \
+	{                                                                                          \
+		struct srv_member *m = user;                                                       \
+		(void)user;                                                                        \
+		net_grpc_call_set_callbacks(call, NULL, NULL);                                     \
+		Type *q = type##__unpack(NULL, len, data);                                         \
+		if (q == NULL) {                                                                   \
+			member_finish_error(call, ST_INVALID_ARGUMENT, "malformed request");       \
+			return;                                                                    \
+		}                                                                                  \
+		Cairn__Serverpb__Request req = CAIRN__SERVERPB__REQUEST__INIT;                     \
+		req.op_case = CASE;                                                                \
+		req.field = q;                                                                     \
+		propose(m, call, &req);                                                            \
+		type##__free_unpacked(q, NULL);                                                    \
+	}                                                                                          \
+	static void h_##name(struct net_grpc_call *call, void *data)                               \
+	{                                                                                          \
+		static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_##name }; \
+		net_grpc_call_set_callbacks(call, &cbs, data);                                     \
+	}
+
+UNARY(put, Etcdserverpb__PutRequest, etcdserverpb__put_request, put,
+      CAIRN__SERVERPB__REQUEST__OP_PUT)
+UNARY(delete_range, Etcdserverpb__DeleteRangeRequest, etcdserverpb__delete_range_request,
+      delete_range, CAIRN__SERVERPB__REQUEST__OP_DELETE_RANGE)
+UNARY(txn, Etcdserverpb__TxnRequest, etcdserverpb__txn_request, txn,
+      CAIRN__SERVERPB__REQUEST__OP_TXN)
+UNARY(compact, Etcdserverpb__CompactionRequest, etcdserverpb__compaction_request, compaction,
+      CAIRN__SERVERPB__REQUEST__OP_COMPACTION)
+
+static void on_msg_range(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
+{
+	struct srv_member *m = user;
+	net_grpc_call_set_callbacks(call, NULL, NULL);
+	Etcdserverpb__RangeRequest *q = etcdserverpb__range_request__unpack(NULL, len, data);
+	if (q == NULL) {
+		member_finish_error(call, ST_INVALID_ARGUMENT, "malformed request");
+		return;
+	}
+	if (q->serializable) {
+		member_serve_range(m, call, q);
+		etcdserverpb__range_request__free_unpacked(q, NULL);
+		return;
+	}
+	/* linearizable: ReadIndex, served once applied up to its index */
+	uint64_t id = ++m->next_seq;
+	struct waiter *w = member_waiter_add(m, call, id);
+	if (w == NULL) {
+		etcdserverpb__range_request__free_unpacked(q, NULL);
+		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
+		return;
+	}
+	int err = raft_read_index(m->raft, id);
+	if (err != 0) {
+		member_waiter_remove(m, w);
+		etcdserverpb__range_request__free_unpacked(q, NULL);
+		member_finish_error(call, ST_UNAVAILABLE,
+				    err == RAFT_ENOLEADER ? "etcdserver: no leader" :
+							    "etcdserver: too many requests");
+		return;
+	}
+	w->range = q;
+	member_waiter_attach(w);
+	member_kick(m);
+}
+
+static void h_range(struct net_grpc_call *call, void *data)
+{
+	static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_range };
+	net_grpc_call_set_callbacks(call, &cbs, data);
+}
+
+static void on_msg_status(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
+{
+	struct srv_member *m = user;
+	struct raft_status rs;
+	struct kv_status ks;
+	Etcdserverpb__StatusResponse out = ETCDSERVERPB__STATUS_RESPONSE__INIT;
+	Etcdserverpb__ResponseHeader h;
+	(void)data;
+	(void)len;
+	net_grpc_call_set_callbacks(call, NULL, NULL);
+	raft_status(m->raft, &rs);
+	if (kv_status(m->kv, &ks) != 0)
+		memset(&ks, 0, sizeof ks);
+	member_header_init(m, &h, ks.revision);
+	out.header = &h;
+	out.version = (char *)SERVER_VERSION;
+	char path[4200];
+	struct stat st;
+	snprintf(path, sizeof path, "%s/db/data.mdb", m->data_dir);
+	if (stat(path, &st) == 0) {
+		out.dbsize = (int64_t)st.st_size;
+		out.dbsizeinuse = (int64_t)st.st_blocks * 512;
+	}
+	out.leader = rs.leader;
+	out.raftindex = rs.last_index;
+	out.raftterm = rs.term;
+	out.raftappliedindex = ks.applied_index;
+	out.islearner = raft_conf_role(&rs.conf, m->id) == RAFT_LEARNER;
+	member_finish_msg(call, &out.base);
+}
+
+static void h_status(struct net_grpc_call *call, void *data)
+{
+	static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_status };
+	net_grpc_call_set_callbacks(call, &cbs, data);
+}
+
+int kvapi_register(struct srv_member *m)
+{
+	static const struct {
+		const char *path;
+		net_grpc_handler h;
+	} methods[] = {
+		{ "/etcdserverpb.KV/Range", h_range },
+		{ "/etcdserverpb.KV/Put", h_put },
+		{ "/etcdserverpb.KV/DeleteRange", h_delete_range },
+		{ "/etcdserverpb.KV/Txn", h_txn },
+		{ "/etcdserverpb.KV/Compact", h_compact },
+		{ "/etcdserverpb.Maintenance/Status", h_status },
+	};
+	int err = 0;
+	for (size_t i = 0; err == 0 && i < sizeof methods / sizeof methods[0]; i++)
+		err = net_grpc_server_register(m->grpc, methods[i].path, methods[i].h, m);
+	return err;
+}

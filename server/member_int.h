@@ -1,0 +1,153 @@
+/* member_int.h: the member's state, shared by the files of one member:
+ * member.c (the loop, the storage job, start and stop), kvapi.c (the KV
+ * calls and Maintenance.Status) and cluster.c (the Cluster calls and the
+ * membership the store keeps). Everything here runs on the loop thread
+ * unless a comment says otherwise. */
+#ifndef CAIRN_SERVER_MEMBER_INT_H
+#define CAIRN_SERVER_MEMBER_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "apply.h"
+#include "cairn/request.pb-c.h"
+#include "etcdserverpb/rpc.pb-c.h"
+#include "grpc.h"
+#include "grpc_uv.h"
+#include "kvstore.h"
+#include "logstore.h"
+#include "member.h"
+#include "peer.h"
+#include "raft.h"
+#include "raftwire.h"
+#include "tls_filter.h"
+#include "worker.h"
+
+#define MAX_WAITERS 65536 /* proposals and reads waiting for an answer */
+#define MAX_LISTENERS 16
+#define RETRY_MS 100 /* a failed storage job is tried again after this */
+
+enum {
+	ST_OK = 0,
+	ST_INVALID_ARGUMENT = 3,
+	ST_DEADLINE = 4,
+	ST_RESOURCE_EXHAUSTED = 8,
+	ST_INTERNAL = 13,
+	ST_UNAVAILABLE = 14
+};
+
+/* A client call waiting for its Request to be applied, or for a read. */
+struct waiter {
+	uint64_t id; /* 0: free slot */
+	struct net_grpc_call *call;
+	uint64_t deadline_ms;
+	Etcdserverpb__RangeRequest *range; /* reads: the request, unpacked */
+};
+
+/* One Request's result, carried back from the storage thread. */
+struct result {
+	uint64_t id;
+	struct apply_result r;
+};
+
+struct peer_info {
+	uint64_t id;
+	char *name;
+	char *peer_url;
+};
+
+/* The storage thread's job for one update. */
+struct update_job {
+	struct srv_job job;
+	struct srv_member *m;
+	struct raft_update u;
+	int err;            /* persist or apply failure: the job is run again */
+	bool persisted;     /* step 2 done (kept across retries) */
+	struct result *res; /* results of this member's Requests */
+	size_t n_res, cap_res;
+	uint64_t applied; /* the store's applied index after the job */
+	int64_t revision; /* the store's revision after the job */
+};
+
+struct srv_member {
+	uv_loop_t *loop;
+	char *name;
+	char *data_dir;
+	uint64_t id, cluster_id;
+	uint32_t heartbeat_ms, election_ms;
+	uint32_t max_request_bytes;
+
+	struct logstore *ls;
+	struct kv_store *kv;
+	struct raft *raft;
+	uint64_t rng;
+
+	struct srv_worker *worker;
+	struct update_job job;
+	bool job_busy;   /* an update is out to the storage thread */
+	uv_timer_t tick; /* every heartbeat */
+	uv_timer_t retry;
+	uv_timer_t handoff; /* bounds the leadership handoff at stop */
+	bool handoff_on;
+	uv_idle_t kick; /* runs process() once the current callback returns */
+	bool kick_on;
+
+	struct srv_raftwire_limits wire_lim; /* what a peer's message may hold */
+	struct net_transport *transport;
+	struct net_tls_filter_ctx peer_tls, client_tls;
+	struct net_grpc_server *grpc;
+	struct net_grpc_listener *listeners[MAX_LISTENERS];
+	size_t n_listeners;
+
+	struct peer_info *peers;
+	size_t n_peers;
+	char **client_urls;
+	size_t n_client_urls;
+
+	struct waiter *waiters;
+	size_t n_waiters; /* slots in use */
+	uint64_t next_seq;
+	uint64_t applied;
+	int64_t revision;
+	uint64_t term, leader;
+
+	int lock_fd; /* <data-dir>/LOCK, flock'ed while the member runs */
+
+	bool stopping;
+	int closing; /* handles still to close */
+	void (*stopped)(void *data);
+	void *stopped_data;
+};
+
+static inline uint64_t now_ms(struct srv_member *m)
+{
+	return uv_now(m->loop);
+}
+
+/* Waiting calls, keyed by the member's sequence number (member.c). NULL
+ * from add when the table is full. attach makes a cancel of the call
+ * remove its waiter. */
+struct waiter *member_waiter_add(struct srv_member *m, struct net_grpc_call *call, uint64_t id);
+struct waiter *member_waiter_find(struct srv_member *m, uint64_t id);
+void member_waiter_remove(struct srv_member *m, struct waiter *w);
+void member_waiter_attach(struct waiter *w);
+
+/* Responses. */
+void member_header_init(struct srv_member *m, Etcdserverpb__ResponseHeader *h, int64_t rev);
+void member_finish_msg(struct net_grpc_call *call, const ProtobufCMessage *msg);
+void member_finish_error(struct net_grpc_call *call, int code, const char *msg);
+void member_serve_range(struct srv_member *m, struct net_grpc_call *call,
+			const Etcdserverpb__RangeRequest *q);
+
+/* Takes the next Raft update once the current callback returns. */
+void member_kick(struct srv_member *m);
+
+/* Registers the KV calls and Maintenance.Status (kvapi.c), the Cluster
+ * calls (cluster.c) on m->grpc. 0 or a net error code. */
+int kvapi_register(struct srv_member *m);
+int cluster_register(struct srv_member *m);
+
+#endif /* CAIRN_SERVER_MEMBER_INT_H */

@@ -23,7 +23,8 @@ struct apply_result {
 	const char *message; /* static; "" when code is 0 */
 	uint8_t *resp;       /* packed response (malloc'd, caller frees); NULL unless OK */
 	size_t resp_len;
-	int64_t revision; /* the store's revision after the request */
+	int64_t revision;     /* the store's revision after the request */
+	bool members_changed; /* a member Request changed the member table */
 };
 
 /* Applies req in w. h gives the header's cluster id, member id and Raft term

@@ -57,3 +57,18 @@ int cluster_register(struct srv_member *m)
 	return net_grpc_server_register(m->grpc, "/etcdserverpb.Cluster/MemberList", h_member_list,
 					m);
 }
+
+int cluster_apply_conf_change(struct srv_member *m, struct kv_wtx *w, const struct raft_entry *e,
+			      struct apply_batch *b)
+{
+	(void)m;
+	(void)w;
+	(void)e;
+	(void)b;
+	return 0;
+}
+
+void cluster_members_changed(struct srv_member *m)
+{
+	(void)m;
+}

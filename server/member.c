@@ -194,7 +194,7 @@ void member_serve_range(struct srv_member *m, struct net_grpc_call *call,
 
 /* ---- the storage thread's job ----------------------------------------- */
 
-static void job_add_result(struct update_job *j, uint64_t id, struct apply_result *r)
+void member_batch_add_result(struct apply_batch *j, uint64_t id, struct apply_result *r)
 {
 	if (j->n_res == j->cap_res) {
 		size_t cap = j->cap_res ? j->cap_res * 2 : 16;
@@ -234,16 +234,23 @@ static int job_apply(struct update_job *j)
 		last = e->index;
 		if (e->index <= j->applied)
 			continue; /* applied before a restart: replay skips it */
+		if (e->type == RAFT_ENTRY_CONF_CHANGE) {
+			/* the core applies its effect on the configuration itself */
+			err = cluster_apply_conf_change(m, w, e, j);
+			continue;
+		}
 		if (e->type != RAFT_ENTRY_NORMAL || e->len == 0)
-			continue; /* no-ops; the core applies conf changes itself */
+			continue; /* no-ops */
 		Cairn__Serverpb__Request *req =
 			cairn__serverpb__request__unpack(NULL, e->len, e->data);
 		if (req == NULL)
 			continue; /* not a Request: every member skips it alike */
 		struct apply_result r;
 		err = apply_request(w, req, &h, &r);
+		if (err == 0 && r.members_changed)
+			j->members_changed = true;
 		if (err == 0 && req->member_id == m->id && req->id != 0)
-			job_add_result(j, req->id, &r);
+			member_batch_add_result(j, req->id, &r);
 		else if (err == 0)
 			apply_result_free(&r);
 		cairn__serverpb__request__free_unpacked(req, NULL);
@@ -358,6 +365,8 @@ static void job_done(struct srv_job *job, bool cancelled)
 		m->revision = j->revision;
 	send_msgs(m, j->u.msgs_after_persist, j->u.n_msgs_after_persist);
 	answer_results(m, j);
+	if (j->members_changed)
+		cluster_members_changed(m);
 	serve_reads(m, &j->u);
 	raft_advance(m->raft);
 	logstore_release(m->ls);
@@ -424,6 +433,7 @@ static void process(struct srv_member *m)
 	}
 	j->applied = m->applied;
 	j->revision = 0;
+	j->members_changed = false;
 	m->job_busy = true;
 	if (srv_worker_submit(m->worker, &j->job) != 0)
 		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);

@@ -60,6 +60,8 @@ struct peer_info {
 };
 
 /* The storage thread's job for one update. */
+struct update_job;
+#define apply_batch update_job /* the batch of entries applied together */
 struct update_job {
 	struct srv_job job;
 	struct srv_member *m;
@@ -68,8 +70,9 @@ struct update_job {
 	bool persisted;     /* step 2 done (kept across retries) */
 	struct result *res; /* results of this member's Requests */
 	size_t n_res, cap_res;
-	uint64_t applied; /* the store's applied index after the job */
-	int64_t revision; /* the store's revision after the job */
+	uint64_t applied;     /* the store's applied index after the job */
+	int64_t revision;     /* the store's revision after the job */
+	bool members_changed; /* the member table changed (cluster.c) */
 };
 
 struct srv_member {
@@ -144,6 +147,22 @@ void member_serve_range(struct srv_member *m, struct net_grpc_call *call,
 
 /* Takes the next Raft update once the current callback returns. */
 void member_kick(struct srv_member *m);
+
+/* Adds a result for the waiter `id` of this member to the batch (apply
+ * thread); r is moved in. */
+void member_batch_add_result(struct apply_batch *b, uint64_t id, struct apply_result *r);
+
+/* cluster.c, on the apply thread, inside the batch's write transaction w: a
+ * committed conf-change entry's effect on the member table the store keeps.
+ * May answer a waiting call with member_batch_add_result and sets
+ * b->members_changed when the table changed. Returns 0, or a kv error that
+ * fails the batch (it is applied again). */
+int cluster_apply_conf_change(struct srv_member *m, struct kv_wtx *w, const struct raft_entry *e,
+			      struct apply_batch *b);
+/* cluster.c, on the loop thread, once a batch that changed the member table
+ * (or installed a snapshot) is committed: the member's peer table and the
+ * transport's peers follow the store's member table. */
+void cluster_members_changed(struct srv_member *m);
 
 /* Registers the KV calls and Maintenance.Status (kvapi.c), the Cluster
  * calls (cluster.c) on m->grpc. 0 or a net error code. */

@@ -142,7 +142,7 @@ static void on_msg_status(struct net_grpc_call *call, const uint8_t *data, size_
 	(void)len;
 	net_grpc_call_set_callbacks(call, NULL, NULL);
 	raft_status(m->raft, &rs);
-	if (kv_status(m->kv, &ks) != 0)
+	if (m->installing > 0 || kv_status(m->kv, &ks) != 0)
 		memset(&ks, 0, sizeof ks);
 	member_header_init(m, &h, ks.revision);
 	out.header = &h;

@@ -236,10 +236,12 @@ static void stage_name(const struct logstore *ls, char *buf, size_t len)
 
 /* tmp (already written, fd open) -> fsync, close, rename to its final name,
  * fsync the directory. fd is closed in every case; on failure tmp is gone. */
-static int snap_file_commit(struct logstore *ls, int fd, uint64_t index, uint64_t term)
+/* fsync and close fd, the file snap/<tmp>, then rename it to the held name of
+ * (index, term) and fsync the directory. */
+static int snap_file_commit_from(struct logstore *ls, int fd, const char *tmp, uint64_t index,
+				 uint64_t term)
 {
-	char tmp[SNAP_NAME_LEN], name[SNAP_NAME_LEN];
-	snap_name(tmp, sizeof tmp, index, term, true);
+	char name[SNAP_NAME_LEN];
 	snap_name(name, sizeof name, index, term, false);
 	int e = 0;
 	if (fsync(fd) != 0) {
@@ -258,6 +260,21 @@ static int snap_file_commit(struct logstore *ls, int fd, uint64_t index, uint64_
 		return RAFT_EIO;
 	}
 	return 0;
+}
+
+static int snap_file_commit(struct logstore *ls, int fd, uint64_t index, uint64_t term)
+{
+	char tmp[SNAP_NAME_LEN];
+	snap_name(tmp, sizeof tmp, index, term, true);
+	return snap_file_commit_from(ls, fd, tmp, index, term);
+}
+
+/* The file a local snapshot is written to before logstore_snapshot_commit:
+ * a .tmp name (deleted at open if left over) that staged chunks never use. */
+static void snap_local_name(char *buf, size_t len, uint64_t index, uint64_t term)
+{
+	snprintf(buf, len, "%016llx-%016llx.local.tmp", (unsigned long long)index,
+		 (unsigned long long)term);
 }
 
 /* Record the marker of a snapshot whose file is in place, then make it the
@@ -744,6 +761,53 @@ int logstore_snapshot_save(struct logstore *ls, uint64_t index, const struct raf
 	if (rv != 0) {
 		return rv;
 	}
+	return snap_record(ls, index, term, conf, (uint64_t)st.st_size);
+}
+
+/* The term of index if a snapshot may be taken there (above the held one). */
+static int snap_local_term(struct logstore *ls, uint64_t index, uint64_t *term)
+{
+	pthread_mutex_lock(&ls->mu);
+	uint64_t held = ls->snap.index;
+	pthread_mutex_unlock(&ls->mu);
+	if (index <= held || kv_wal_term(ls->wal, index, term) != 0)
+		return RAFT_EINVAL;
+	return 0;
+}
+
+int logstore_snapshot_create(struct logstore *ls, uint64_t index, int *fd)
+{
+	uint64_t term = 0;
+	char name[SNAP_NAME_LEN];
+	*fd = -1;
+	if (snap_local_term(ls, index, &term) != 0)
+		return RAFT_EINVAL;
+	snap_local_name(name, sizeof name, index, term);
+	*fd = openat(ls->snap_dirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	return *fd >= 0 ? 0 : RAFT_EIO;
+}
+
+int logstore_snapshot_commit(struct logstore *ls, uint64_t index, const struct raft_conf *conf,
+			     int fd)
+{
+	uint64_t term = 0;
+	char name[SNAP_NAME_LEN];
+	struct stat st;
+	int rv = snap_local_term(ls, index, &term);
+	if (rv != 0 || conf == NULL || !conf_ok(conf) || fstat(fd, &st) != 0) {
+		ls_err(ls, "local snapshot at %llu: bad index (held %llu) or conf, or fstat failed",
+		       (unsigned long long)index, (unsigned long long)ls->snap.index);
+		close(fd);
+		if (term != 0) {
+			snap_local_name(name, sizeof name, index, term);
+			unlinkat(ls->snap_dirfd, name, 0);
+		}
+		return RAFT_EINVAL;
+	}
+	snap_local_name(name, sizeof name, index, term);
+	rv = snap_file_commit_from(ls, fd, name, index, term);
+	if (rv != 0)
+		return rv;
 	return snap_record(ls, index, term, conf, (uint64_t)st.st_size);
 }
 

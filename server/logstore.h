@@ -121,6 +121,20 @@ typedef int (*logstore_snapshot_writer)(void *ctx, int fd);
 int logstore_snapshot_save(struct logstore *ls, uint64_t index, const struct raft_conf *conf,
 			   logstore_snapshot_writer writer, void *ctx);
 
+/* A local snapshot in two steps, so that the long copy of the store runs
+ * on a thread other than the storage thread:
+ * logstore_snapshot_create (any thread, one snapshot at a time): opens a
+ * new file for the snapshot at index (above the held one, in the log) and
+ * gives its descriptor in *fd; the caller writes the data to it. RAFT_EINVAL
+ * on a bad index, RAFT_EIO if the file cannot be created.
+ * logstore_snapshot_commit (writer call): fsyncs and closes fd, renames the
+ * file to the held name, records the marker (entries after index are
+ * kept) and deletes older snapshot files, like logstore_snapshot_save.
+ * fd is closed in every case. */
+int logstore_snapshot_create(struct logstore *ls, uint64_t index, int *fd);
+int logstore_snapshot_commit(struct logstore *ls, uint64_t index, const struct raft_conf *conf,
+			     int fd);
+
 /* Delete WAL segments whose entries are all <= index (index <= the snapshot
  * index), keeping a tail for slow followers is the caller's choice of index. */
 int logstore_compact(struct logstore *ls, uint64_t index);

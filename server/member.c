@@ -175,6 +175,12 @@ void member_serve_range(struct srv_member *m, struct net_grpc_call *call,
 	struct kvconv_arena a = { 0 };
 	Etcdserverpb__RangeResponse out;
 	Etcdserverpb__ResponseHeader h;
+	if (m->installing > 0) {
+		/* the store is being replaced by a snapshot from the leader */
+		member_finish_error(call, ST_UNAVAILABLE,
+				    "etcdserver: server is installing a snapshot");
+		return;
+	}
 	kvconv_range_req(q, &req);
 	int err = kv_range(m->kv, &req, &resp);
 	if (err != 0) {
@@ -190,271 +196,6 @@ void member_serve_range(struct srv_member *m, struct net_grpc_call *call,
 		member_finish_msg(call, &out.base);
 	kvconv_arena_free(&a);
 	kv_range_resp_free(&resp);
-}
-
-/* ---- the storage thread's job ----------------------------------------- */
-
-void member_batch_add_result(struct apply_batch *j, uint64_t id, struct apply_result *r)
-{
-	if (j->n_res == j->cap_res) {
-		size_t cap = j->cap_res ? j->cap_res * 2 : 16;
-		struct result *v = realloc(j->res, cap * sizeof *v);
-		if (v == NULL) {
-			apply_result_free(r); /* the client's call times out */
-			return;
-		}
-		j->res = v;
-		j->cap_res = cap;
-	}
-	j->res[j->n_res].id = id;
-	j->res[j->n_res++].r = *r;
-}
-
-static void job_clear_results(struct update_job *j)
-{
-	for (size_t i = 0; i < j->n_res; i++)
-		apply_result_free(&j->res[i].r);
-	j->n_res = 0;
-}
-
-/* Applies the committed entries in one write transaction. */
-static int job_apply(struct update_job *j)
-{
-	struct srv_member *m = j->m;
-	struct kv_wtx *w;
-	Etcdserverpb__ResponseHeader h;
-	uint64_t last = 0;
-	int err = kv_txn_begin_write(m->kv, &w);
-	if (err != 0)
-		return err;
-	member_header_init(m, &h, 0);
-	h.raft_term = j->u.committed[j->u.n_committed - 1].term;
-	for (uint32_t i = 0; i < j->u.n_committed && err == 0; i++) {
-		const struct raft_entry *e = &j->u.committed[i];
-		last = e->index;
-		if (e->index <= j->applied)
-			continue; /* applied before a restart: replay skips it */
-		if (e->type == RAFT_ENTRY_CONF_CHANGE) {
-			/* the core applies its effect on the configuration itself */
-			err = cluster_apply_conf_change(m, w, e, j);
-			continue;
-		}
-		if (e->type != RAFT_ENTRY_NORMAL || e->len == 0)
-			continue; /* no-ops */
-		Cairn__Serverpb__Request *req =
-			cairn__serverpb__request__unpack(NULL, e->len, e->data);
-		if (req == NULL)
-			continue; /* not a Request: every member skips it alike */
-		struct apply_result r;
-		err = apply_request(w, req, &h, &r);
-		if (err == 0 && r.members_changed)
-			j->members_changed = true;
-		if (err == 0 && req->member_id == m->id && req->id != 0)
-			member_batch_add_result(j, req->id, &r);
-		else if (err == 0)
-			apply_result_free(&r);
-		cairn__serverpb__request__free_unpacked(req, NULL);
-	}
-	if (err != 0) {
-		kv_txn_abort(w);
-		return err;
-	}
-	err = kv_txn_commit(w, last > j->applied ? last : j->applied);
-	if (err == 0) {
-		struct kv_status st;
-		if (last > j->applied)
-			j->applied = last;
-		if (kv_status(m->kv, &st) == 0)
-			j->revision = st.revision;
-	}
-	return err;
-}
-
-static void job_run(struct srv_job *job)
-{
-	struct update_job *j = (struct update_job *)job;
-	j->err = 0;
-	if (!j->persisted) {
-		j->err = logstore_persist(j->m->ls, &j->u);
-		if (j->err != 0)
-			return;
-		j->persisted = true;
-	}
-	if (j->u.n_committed > 0) {
-		job_clear_results(j);
-		j->err = job_apply(j);
-	}
-}
-
-static void process(struct srv_member *m);
-static void stop_now(struct srv_member *m);
-static void send_msgs(struct srv_member *m, const struct raft_msg *msgs, uint32_t n);
-
-static void answer_results(struct srv_member *m, struct update_job *j)
-{
-	for (size_t i = 0; i < j->n_res; i++) {
-		struct waiter *w = member_waiter_find(m, j->res[i].id);
-		if (w == NULL)
-			continue; /* the client is gone */
-		struct net_grpc_call *call = w->call;
-		struct apply_result *r = &j->res[i].r;
-		member_waiter_remove(m, w);
-		if (r->code != 0) {
-			member_finish_error(call, r->code, r->message);
-		} else {
-			int err = net_grpc_call_send(call, r->resp, r->resp_len);
-			net_grpc_call_finish(call, err == 0 ? ST_OK : ST_INTERNAL,
-					     err == 0 ? "" : "send failed");
-		}
-	}
-	job_clear_results(j);
-}
-
-static void serve_reads(struct srv_member *m, const struct raft_update *u)
-{
-	for (uint32_t i = 0; i < u->n_reads; i++) {
-		const struct raft_read_state *rs = &u->reads[i];
-		struct waiter *w = member_waiter_find(m, rs->id);
-		if (w == NULL)
-			continue;
-		struct net_grpc_call *call = w->call;
-		Etcdserverpb__RangeRequest *q = w->range;
-		w->range = NULL;
-		member_waiter_remove(m, w);
-		if (rs->status != 0 || m->applied < rs->index)
-			member_finish_error(call, ST_UNAVAILABLE,
-					    rs->status == RAFT_ENOLEADER ?
-						    "etcdserver: no leader" :
-						    "etcdserver: leader changed");
-		else
-			member_serve_range(m, call, q);
-		etcdserverpb__range_request__free_unpacked(q, NULL);
-	}
-}
-
-static void on_retry(uv_timer_t *t)
-{
-	struct srv_member *m = t->data;
-	if (!m->stopping && srv_worker_submit(m->worker, &m->job.job) != 0)
-		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
-}
-
-static void job_done(struct srv_job *job, bool cancelled)
-{
-	struct update_job *j = (struct update_job *)job;
-	struct srv_member *m = j->m;
-	if (cancelled) {
-		m->job_busy = false;
-		return;
-	}
-	if (j->err != 0) {
-		/* a persist or apply failure of this member: never skipped,
-		 * tried again until the cause (a full disk, memory) is gone */
-		if (j->persisted)
-			srv_log(SRV_LOG_ERROR, "storage-failed", "step", "apply", "error",
-				kv_strerror(j->err), NULL);
-		else
-			srv_log(SRV_LOG_ERROR, "storage-failed", "step", "persist", "error",
-				raft_strerror(j->err), "detail", logstore_last_error(m->ls), NULL);
-		job_clear_results(j);
-		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
-		return;
-	}
-	m->applied = j->applied;
-	if (j->revision > 0)
-		m->revision = j->revision;
-	send_msgs(m, j->u.msgs_after_persist, j->u.n_msgs_after_persist);
-	answer_results(m, j);
-	if (j->members_changed)
-		cluster_members_changed(m);
-	serve_reads(m, &j->u);
-	raft_advance(m->raft);
-	logstore_release(m->ls);
-	m->job_busy = false;
-	process(m);
-}
-
-/* ---- Raft ------------------------------------------------------------------ */
-
-static void send_msgs(struct srv_member *m, const struct raft_msg *msgs, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++) {
-		uint8_t *buf;
-		size_t len;
-		if (srv_raftwire_encode(&msgs[i], &buf, &len) != 0)
-			continue;
-		if (msgs[i].type == RAFT_MSG_SNAPSHOT)
-			(void)net_transport_send_snapshot(m->transport, msgs[i].to, buf, len);
-		else
-			(void)net_transport_send(m->transport, msgs[i].to, buf, len);
-		free(buf);
-	}
-}
-
-/* Takes the next update if none is out: messages out now, the rest to the
- * storage thread. */
-static void process(struct srv_member *m)
-{
-	if (m->job_busy || m->stopping || !raft_has_update(m->raft))
-		return;
-	struct update_job *j = &m->job;
-	int err = raft_ready(m->raft, &j->u);
-	if (err != 0) {
-		srv_log(SRV_LOG_ERROR, "raft-ready-failed", "error", raft_strerror(err), NULL);
-		return;
-	}
-	if (j->u.leader != m->leader) {
-		struct srv_log_line l;
-		srv_log_begin(&l, SRV_LOG_INFO, "leader-changed");
-		srv_log_hex(&l, "leader", j->u.leader);
-		srv_log_u64(&l, "term", j->u.has_hard_state ? j->u.hard_state.term : m->term);
-		srv_log_end(&l);
-		m->leader = j->u.leader;
-	}
-	if (m->handoff_on && j->u.leader != 0 && j->u.leader != m->id) {
-		/* the handoff is done: stop. This update is dropped unpersisted
-		 * with nothing of it sent, so it promised nothing. */
-		stop_now(m);
-		return;
-	}
-	if (j->u.has_hard_state)
-		m->term = j->u.hard_state.term;
-	send_msgs(m, j->u.msgs, j->u.n_msgs);
-	j->persisted = j->u.n_snapshot_chunks == 0 && j->u.snapshot == NULL &&
-		       j->u.n_entries == 0 && !j->u.has_hard_state;
-	if (j->persisted && j->u.n_committed == 0) {
-		/* nothing for the disk (heartbeats, reads): steps 3 to 6 now */
-		send_msgs(m, j->u.msgs_after_persist, j->u.n_msgs_after_persist);
-		serve_reads(m, &j->u);
-		raft_advance(m->raft);
-		logstore_release(m->ls);
-		member_kick(m);
-		return;
-	}
-	j->applied = m->applied;
-	j->revision = 0;
-	j->members_changed = false;
-	m->job_busy = true;
-	if (srv_worker_submit(m->worker, &j->job) != 0)
-		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
-}
-
-static void on_kick(uv_idle_t *h)
-{
-	struct srv_member *m = h->data;
-	uv_idle_stop(h);
-	m->kick_on = false;
-	process(m);
-}
-
-/* process() after the current callback, whatever it is (never inside the
- * gRPC or transport callbacks' own stack frames). */
-void member_kick(struct srv_member *m)
-{
-	if (!m->kick_on && !m->stopping) {
-		m->kick_on = true;
-		uv_idle_start(&m->kick, on_kick);
-	}
 }
 
 static void expire_waiters(struct srv_member *m)
@@ -530,8 +271,7 @@ static void member_free(struct srv_member *m)
 		if (m->waiters[i].range != NULL)
 			etcdserverpb__range_request__free_unpacked(m->waiters[i].range, NULL);
 	free(m->waiters);
-	job_clear_results(&m->job);
-	free(m->job.res);
+	pipeline_free(m);
 	if (m->raft != NULL)
 		raft_free(m->raft);
 	kv_close(m->kv);
@@ -803,11 +543,9 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	}
 	if (rv == 0 && tls_contexts(m, cfg, err, err_len) != 0)
 		rv = -1;
-	m->job.m = m;
-	m->job.job.run = job_run;
-	m->job.job.done = job_done;
-	if (rv == 0 && srv_worker_start(loop, 2, &m->worker) != 0)
-		rv = fail(err, err_len, -1, "cannot start the storage thread");
+	m->snapshot_count = cfg->snapshot_count;
+	if (rv == 0 && pipeline_start(m) != 0)
+		rv = fail(err, err_len, -1, "cannot start the storage threads");
 	if (rv != 0) {
 		member_free(m);
 		return rv;
@@ -916,7 +654,7 @@ static void on_worker_closed(void *data)
 	closed_one(data);
 }
 
-static void stop_now(struct srv_member *m)
+void member_stop_now(struct srv_member *m)
 {
 	if (m->stopping)
 		return;
@@ -946,10 +684,7 @@ static void stop_now(struct srv_member *m)
 		m->closing++;
 		net_transport_close(m->transport, on_transport_closed);
 	}
-	if (m->worker != NULL) {
-		m->closing++;
-		srv_worker_close(m->worker, on_worker_closed, m);
-	}
+	m->closing += pipeline_close(m, on_worker_closed);
 	uv_handle_t *hs[] = { (uv_handle_t *)&m->tick, (uv_handle_t *)&m->retry,
 			      (uv_handle_t *)&m->kick, (uv_handle_t *)&m->handoff };
 	for (size_t i = 0; i < 4; i++) {
@@ -965,7 +700,7 @@ static void on_handoff_timeout(uv_timer_t *t)
 {
 	struct srv_member *m = t->data;
 	srv_log(SRV_LOG_WARN, "leadership-handoff-timeout", NULL);
-	stop_now(m);
+	member_stop_now(m);
 }
 
 /* A leader that stops first hands leadership to its most up-to-date voter
@@ -981,7 +716,7 @@ void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *da
 	m->stopped_data = data;
 	struct raft_status rs;
 	if (m->raft == NULL) {
-		stop_now(m);
+		member_stop_now(m);
 		return;
 	}
 	raft_status(m->raft, &rs);
@@ -997,7 +732,7 @@ void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *da
 			}
 	}
 	if (target == 0 || raft_transfer_leadership(m->raft, target) != 0) {
-		stop_now(m);
+		member_stop_now(m);
 		return;
 	}
 	struct srv_log_line l;

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -59,20 +60,51 @@ struct peer_info {
 	char *peer_url;
 };
 
-/* The storage thread's job for one update. */
-struct update_job;
-#define apply_batch update_job /* the batch of entries applied together */
-struct update_job {
+/* What the apply thread does with a batch (pipeline.c). */
+enum { BATCH_ENTRIES = 0, BATCH_INSTALL = 1, BATCH_SNAPSHOT = 2 };
+
+/* A batch for the apply thread: committed entries (copied: the core owns
+ * an update's until raft_advance), a snapshot to install, or a snapshot to
+ * take. Results and the store's state after it come back with it. */
+struct apply_batch {
+	struct srv_job job;
+	struct srv_member *m;
+	int kind;
+	struct raft_entry *entries; /* BATCH_ENTRIES, data in the same block */
+	uint32_t n_entries;
+	size_t bytes;
+	struct raft_snapshot_meta snap; /* installed, or taken */
+	int snap_fd;                    /* BATCH_SNAPSHOT: the copy, for the storage thread */
+	int err;
+	struct result *res; /* results of this member's Requests */
+	size_t n_res, cap_res;
+	uint64_t applied;     /* the store's applied index after the batch */
+	int64_t revision;     /* the store's revision after the batch */
+	bool members_changed; /* the member table changed (cluster.c) */
+};
+
+/* The storage thread's job for one update: step 2 of the contract. */
+struct persist_job {
 	struct srv_job job;
 	struct srv_member *m;
 	struct raft_update u;
-	int err;            /* persist or apply failure: the job is run again */
-	bool persisted;     /* step 2 done (kept across retries) */
-	struct result *res; /* results of this member's Requests */
-	size_t n_res, cap_res;
-	uint64_t applied;     /* the store's applied index after the job */
-	int64_t revision;     /* the store's revision after the job */
-	bool members_changed; /* the member table changed (cluster.c) */
+	int err;
+};
+
+/* The storage thread's job for a local snapshot: record it, compact. */
+struct snap_commit_job {
+	struct srv_job job;
+	struct srv_member *m;
+	uint64_t index;
+	struct raft_conf conf;
+	int fd;
+	uint64_t compact_to;
+	int err;
+};
+
+/* A ReadIndex read confirmed by the core, served once applied >= index. */
+struct held_read {
+	uint64_t id, index;
 };
 
 struct srv_member {
@@ -88,9 +120,22 @@ struct srv_member {
 	struct raft *raft;
 	uint64_t rng;
 
-	struct srv_worker *worker;
-	struct update_job job;
-	bool job_busy;   /* an update is out to the storage thread */
+	struct srv_worker *worker;  /* the storage thread: persists */
+	struct srv_worker *applier; /* the apply thread */
+	struct persist_job job;
+	bool job_busy;                     /* an update is out to the storage thread */
+	size_t apply_batches, apply_bytes; /* out to the apply thread */
+	unsigned installing;               /* snapshot installs out: no reads of the store */
+	struct snap_commit_job snapjob;
+	bool snap_busy; /* a local snapshot is being taken or recorded */
+	uint64_t snapshot_count, snap_index;
+	struct held_read *reads; /* MAX_WAITERS */
+	size_t n_reads;
+	/* the apply thread's own: the store's applied index, the configuration
+	 * then (that of the snapshots it takes), and the stop flag */
+	uint64_t ap_applied;
+	struct raft_conf ap_conf;
+	atomic_bool apply_stop;
 	uv_timer_t tick; /* every heartbeat */
 	uv_timer_t retry;
 	uv_timer_t handoff; /* bounds the leadership handoff at stop */
@@ -145,8 +190,18 @@ void member_finish_error(struct net_grpc_call *call, int code, const char *msg);
 void member_serve_range(struct srv_member *m, struct net_grpc_call *call,
 			const Etcdserverpb__RangeRequest *q);
 
-/* Takes the next Raft update once the current callback returns. */
+/* Takes the next Raft update once the current callback returns
+ * (pipeline.c). */
 void member_kick(struct srv_member *m);
+/* Stops at once (member.c): waiting calls answered, handles closed. */
+void member_stop_now(struct srv_member *m);
+
+/* pipeline.c: the storage and apply threads, once the core exists
+ * (0 or -1); close starts closing both and returns how many closed(m)
+ * calls will follow; free releases the rest after they are closed. */
+int pipeline_start(struct srv_member *m);
+int pipeline_close(struct srv_member *m, void (*closed)(void *data));
+void pipeline_free(struct srv_member *m);
 
 /* Adds a result for the waiter `id` of this member to the batch (apply
  * thread); r is moved in. */

@@ -616,6 +616,62 @@ static void test_snapshot_compact(void **state)
 	assert_int_equal(logstore_open(f->dir, NULL, &ls, msg, sizeof msg), RAFT_ECORRUPT);
 }
 
+/* A local snapshot in two steps (create on one thread, commit on the
+ * storage thread): the same result as logstore_snapshot_save, and the
+ * refusals leave no file behind. */
+static void test_snapshot_two_steps(void **state)
+{
+	struct fx *f = *state;
+	char snap_dir[300];
+	snprintf(snap_dir, sizeof snap_dir, "%s/snap", f->dir);
+	struct logstore *ls = open_ls(f->dir, 4096);
+	struct raft_storage s = logstore_storage(ls);
+	for (uint64_t i = 1; i <= 100; i += 10) {
+		assert_int_equal(put(ls, i, 10, 1, NULL), 0);
+	}
+	struct raft_conf conf = conf_of(3, 0);
+	int fd = 123;
+	assert_int_equal(logstore_snapshot_create(ls, 101, &fd), RAFT_EINVAL); /* not in the log */
+	assert_int_equal(fd, -1);
+	struct snap_src src = { .index = 60, .size = 7777 };
+	assert_int_equal(logstore_snapshot_create(ls, 60, &fd), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(write_snap(&src, fd), 0);
+	/* a staged or held .snap does not exist before the commit */
+	assert_int_equal(count_files(snap_dir, ".snap"), 0);
+	assert_int_equal(logstore_snapshot_commit(ls, 60, &conf, fd), 0);
+	assert_int_equal(count_files(snap_dir, ".snap"), 1);
+	assert_int_equal(count_files(snap_dir, ".tmp"), 0);
+	struct raft_snapshot_meta meta;
+	assert_int_equal(s.snapshot(s.ctx, &meta), 0);
+	assert_int_equal(meta.index, 60);
+	assert_int_equal(meta.size, src.size);
+	assert_conf_equal(&meta.conf, &conf);
+	check_snapshot_data(&s, 60, src.size, 1000);
+	assert_int_equal(logstore_compact(ls, 50), 0);
+	check_range(&s, 61, 100, 1);
+
+	/* Superseded between the two steps: refused, the file removed. */
+	assert_int_equal(logstore_snapshot_create(ls, 70, &fd), 0);
+	assert_int_equal(write_snap(&(struct snap_src){ .index = 70, .size = 10 }, fd), 0);
+	assert_int_equal(logstore_snapshot_save(ls, 80, &conf, write_snap,
+						&(struct snap_src){ .index = 80, .size = 99 }),
+			 0);
+	assert_int_equal(logstore_snapshot_commit(ls, 70, &conf, fd), RAFT_EINVAL);
+	assert_int_equal(count_files(snap_dir, ".tmp"), 0);
+	assert_int_equal(s.snapshot(s.ctx, &meta), 0);
+	assert_int_equal(meta.index, 80);
+
+	/* A copy left over by a crash before the commit goes at open. */
+	assert_int_equal(logstore_snapshot_create(ls, 90, &fd), 0);
+	close(fd);
+	logstore_close(ls);
+	ls = open_ls(f->dir, 4096);
+	assert_int_equal(count_files(snap_dir, ".tmp"), 0);
+	assert_int_equal(count_files(snap_dir, ".snap"), 1);
+	logstore_close(ls);
+}
+
 /* Entry data from an entries call stays valid until the next one, even when
  * the segment holding it is compacted away in between (logstore.h, BORROWED
  * ENTRY DATA); without the read section the mapping would be gone. */
@@ -1136,6 +1192,7 @@ int main(void)
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_entries_and_truncation, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_compact, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_two_steps, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_borrowed_data_survives_compaction, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_stale_marker_reopens, fx_setup,

@@ -1,0 +1,682 @@
+/* pipeline.c: a member's Raft updates through its three threads.
+ *
+ * THE LOOP CONTRACT (raft/raft.h) is kept like this. The loop takes one
+ * update at a time and sends its messages at once. The storage thread
+ * persists it (logstore_persist: one fdatasync). Back on the loop, the
+ * messages that waited for the disk go out, the committed entries are
+ * copied into a batch for the apply thread, and the core is advanced: the
+ * next update can be taken while the batch is being applied. "Apply" in the
+ * contract's step 4 thus means "handed, in order, to the apply thread",
+ * which is what etcd does too; the core's own effects of conf changes still
+ * happen at raft_advance. What must wait for the store waits for the apply
+ * thread's completions instead: the answers to clients (they come with the
+ * batch's results) and ReadIndex reads (held until the store has applied up
+ * to their index).
+ *
+ * The apply thread applies each batch in one LMDB write transaction, and
+ * takes local snapshots (a copy of the store, kv_snapshot_copy_fd) every
+ * --snapshot-count entries; the storage thread then records the snapshot
+ * and compacts the log, keeping a tail for followers that are a little
+ * behind. A snapshot received from the leader is installed by the apply
+ * thread, in order with the batches around it.
+ *
+ * Failures: a persist that fails is retried until it succeeds (never
+ * skipped); a batch that fails is retried on the apply thread, in place, so
+ * that later batches wait for it. A snapshot that fails is logged and
+ * taken again later. Bounds: batches out to the apply thread are bounded in
+ * count and bytes; beyond them the loop takes no new update until the apply
+ * thread catches up. */
+#include "member_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define APPLY_MAX_BATCHES 256
+#define APPLY_MAX_BYTES (64u << 20)
+#define CATCHUP_ENTRIES 5000 /* log entries kept behind a snapshot, as etcd */
+
+/* ---- results ------------------------------------------------------------ */
+
+void member_batch_add_result(struct apply_batch *b, uint64_t id, struct apply_result *r)
+{
+	if (b->n_res == b->cap_res) {
+		size_t cap = b->cap_res ? b->cap_res * 2 : 16;
+		struct result *v = realloc(b->res, cap * sizeof *v);
+		if (v == NULL) {
+			apply_result_free(r); /* the client's call times out */
+			return;
+		}
+		b->res = v;
+		b->cap_res = cap;
+	}
+	b->res[b->n_res].id = id;
+	b->res[b->n_res++].r = *r;
+}
+
+static void batch_clear_results(struct apply_batch *b)
+{
+	for (size_t i = 0; i < b->n_res; i++)
+		apply_result_free(&b->res[i].r);
+	b->n_res = 0;
+}
+
+static void batch_free(struct apply_batch *b)
+{
+	if (b == NULL)
+		return;
+	batch_clear_results(b);
+	free(b->res);
+	if (b->snap_fd >= 0)
+		close(b->snap_fd);
+	free(b);
+}
+
+/* ---- the apply thread ----------------------------------------------------- */
+
+/* Applies the batch's entries in one write transaction. */
+static int apply_entries(struct apply_batch *b)
+{
+	struct srv_member *m = b->m;
+	struct kv_wtx *w;
+	Etcdserverpb__ResponseHeader h;
+	uint64_t last = m->ap_applied;
+	struct raft_conf conf = m->ap_conf;
+	int err = kv_txn_begin_write(m->kv, &w);
+	if (err != 0)
+		return err;
+	member_header_init(m, &h, 0);
+	h.raft_term = b->entries[b->n_entries - 1].term;
+	for (uint32_t i = 0; i < b->n_entries && err == 0; i++) {
+		const struct raft_entry *e = &b->entries[i];
+		if (e->index <= m->ap_applied)
+			continue; /* applied before a restart: replay skips it */
+		last = e->index;
+		if (e->type == RAFT_ENTRY_CONF_CHANGE) {
+			/* the core applies its effect on the configuration itself;
+			 * the copy here names the configuration of snapshots */
+			struct raft_conf_change cc;
+			if (raft_conf_change_decode(e->data, e->len, &cc) == 0)
+				(void)raft_conf_apply(&conf, &cc);
+			err = cluster_apply_conf_change(m, w, e, b);
+			continue;
+		}
+		if (e->type != RAFT_ENTRY_NORMAL || e->len == 0)
+			continue; /* no-ops */
+		Cairn__Serverpb__Request *req =
+			cairn__serverpb__request__unpack(NULL, e->len, e->data);
+		if (req == NULL)
+			continue; /* not a Request: every member skips it alike */
+		struct apply_result r;
+		err = apply_request(w, req, &h, &r);
+		if (err == 0 && r.members_changed)
+			b->members_changed = true;
+		if (err == 0 && req->member_id == m->id && req->id != 0)
+			member_batch_add_result(b, req->id, &r);
+		else if (err == 0)
+			apply_result_free(&r);
+		cairn__serverpb__request__free_unpacked(req, NULL);
+	}
+	if (err == 0 && last == m->ap_applied) {
+		kv_txn_abort(w); /* nothing new */
+		return 0;
+	}
+	if (err == 0)
+		err = kv_txn_commit(w, last);
+	else
+		kv_txn_abort(w);
+	if (err == 0) {
+		m->ap_applied = last;
+		m->ap_conf = conf;
+	}
+	return err;
+}
+
+/* Copies the file at src into dst (created), synced. */
+static int copy_file(const char *src, const char *dst)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -1;
+	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0) {
+		close(in);
+		return -1;
+	}
+	static __thread char buf[1 << 16];
+	ssize_t n;
+	int rv = 0;
+	while (rv == 0 && (n = read(in, buf, sizeof buf)) != 0) {
+		if (n < 0) {
+			if (errno != EINTR)
+				rv = -1;
+			continue;
+		}
+		for (ssize_t off = 0; rv == 0 && off < n;) {
+			ssize_t k = write(out, buf + off, (size_t)(n - off));
+			if (k < 0 && errno != EINTR)
+				rv = -1;
+			else if (k > 0)
+				off += k;
+		}
+	}
+	if (rv == 0 && fsync(out) != 0)
+		rv = -1;
+	close(in);
+	if (close(out) != 0)
+		rv = -1;
+	if (rv != 0)
+		unlink(dst);
+	return rv;
+}
+
+/* Replaces the store with the snapshot the logstore holds (b->snap). The
+ * logstore keeps its file: the store consumes a copy, beside its data. */
+static int install_snapshot(struct apply_batch *b)
+{
+	struct srv_member *m = b->m;
+	char src[4200], dst[4200];
+	int err = logstore_snapshot_path(m->ls, b->snap.index, src, sizeof src);
+	if (err != 0)
+		return KV_EINVAL;
+	snprintf(dst, sizeof dst, "%s/db/install.tmp", m->data_dir);
+	if (copy_file(src, dst) != 0)
+		return KV_EIO;
+	err = kv_snapshot_install(m->kv, dst);
+	unlink(dst); /* consumed on success; a leftover otherwise */
+	if (err != 0)
+		return err;
+	/* the copy names the member that took it: this one's ids again */
+	struct kv_wtx *w = NULL;
+	err = kv_txn_begin_write(m->kv, &w);
+	if (err == 0) {
+		err = kv_set_ids(w, m->cluster_id, m->id);
+		if (err == 0)
+			err = kv_txn_commit(w, b->snap.index);
+		else
+			kv_txn_abort(w);
+	}
+	if (err == 0) {
+		m->ap_applied = b->snap.index;
+		m->ap_conf = b->snap.conf;
+		b->members_changed = true;
+	}
+	return err;
+}
+
+/* A copy of the store at the applied index, into a new snapshot file. */
+static int take_snapshot(struct apply_batch *b)
+{
+	struct srv_member *m = b->m;
+	b->snap.index = m->ap_applied;
+	b->snap.conf = m->ap_conf;
+	int err = logstore_snapshot_create(m->ls, b->snap.index, &b->snap_fd);
+	if (err != 0)
+		return KV_EINVAL;
+	err = kv_snapshot_copy_fd(m->kv, b->snap_fd);
+	if (err != 0) {
+		close(b->snap_fd);
+		b->snap_fd = -1;
+	}
+	return err;
+}
+
+static void apply_run(struct srv_job *job)
+{
+	struct apply_batch *b = (struct apply_batch *)job;
+	struct srv_member *m = b->m;
+	for (unsigned tries = 0;; tries++) {
+		batch_clear_results(b);
+		b->err = b->kind == BATCH_ENTRIES ? apply_entries(b) :
+			 b->kind == BATCH_INSTALL ? install_snapshot(b) :
+						    take_snapshot(b);
+		if (b->err == 0 || b->kind == BATCH_SNAPSHOT || atomic_load(&m->apply_stop))
+			break;
+		/* a failure of this member (memory, a full disk): applied
+		 * again until it works; later batches wait behind it */
+		if (tries % 50 == 0)
+			srv_log(SRV_LOG_ERROR, "storage-failed", "step",
+				b->kind == BATCH_INSTALL ? "install-snapshot" : "apply", "error",
+				kv_strerror(b->err), NULL);
+		struct timespec ts = { 0, RETRY_MS * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	if (b->err == 0) {
+		struct kv_status st;
+		b->applied = m->ap_applied;
+		if (kv_status(m->kv, &st) == 0)
+			b->revision = st.revision;
+	}
+}
+
+/* ---- the loop's side -------------------------------------------------------- */
+
+static void process(struct srv_member *m);
+static void snapshot_commit(struct srv_member *m, struct apply_batch *b);
+
+static void answer_results(struct srv_member *m, struct apply_batch *b)
+{
+	for (size_t i = 0; i < b->n_res; i++) {
+		struct waiter *w = member_waiter_find(m, b->res[i].id);
+		if (w == NULL)
+			continue; /* the client is gone */
+		struct net_grpc_call *call = w->call;
+		struct apply_result *r = &b->res[i].r;
+		member_waiter_remove(m, w);
+		if (r->code != 0) {
+			member_finish_error(call, r->code, r->message);
+		} else {
+			int err = net_grpc_call_send(call, r->resp, r->resp_len);
+			net_grpc_call_finish(call, err == 0 ? ST_OK : ST_INTERNAL,
+					     err == 0 ? "" : "send failed");
+		}
+	}
+	batch_clear_results(b);
+}
+
+/* Serves the held ReadIndex reads whose index the store has applied. */
+static void serve_held_reads(struct srv_member *m)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < m->n_reads; i++) {
+		struct held_read *hr = &m->reads[i];
+		if (hr->index > m->applied || m->installing > 0) {
+			m->reads[k++] = *hr;
+			continue;
+		}
+		struct waiter *w = member_waiter_find(m, hr->id);
+		if (w == NULL)
+			continue; /* timed out or cancelled meanwhile */
+		struct net_grpc_call *call = w->call;
+		Etcdserverpb__RangeRequest *q = w->range;
+		w->range = NULL;
+		member_waiter_remove(m, w);
+		member_serve_range(m, call, q);
+		etcdserverpb__range_request__free_unpacked(q, NULL);
+	}
+	m->n_reads = k;
+}
+
+static void take_reads(struct srv_member *m, const struct raft_update *u)
+{
+	for (uint32_t i = 0; i < u->n_reads; i++) {
+		const struct raft_read_state *rs = &u->reads[i];
+		struct waiter *w = member_waiter_find(m, rs->id);
+		if (w == NULL)
+			continue;
+		if (rs->status == 0 && m->n_reads < MAX_WAITERS) {
+			m->reads[m->n_reads].id = rs->id;
+			m->reads[m->n_reads++].index = rs->index;
+			continue;
+		}
+		struct net_grpc_call *call = w->call;
+		member_waiter_remove(m, w);
+		member_finish_error(call, ST_UNAVAILABLE,
+				    rs->status == RAFT_ENOLEADER ? "etcdserver: no leader" :
+								   "etcdserver: leader changed");
+	}
+	serve_held_reads(m);
+}
+
+static void apply_done(struct srv_job *job, bool cancelled)
+{
+	struct apply_batch *b = (struct apply_batch *)job;
+	struct srv_member *m = b->m;
+	m->apply_batches--;
+	m->apply_bytes -= b->bytes;
+	if (b->kind == BATCH_INSTALL)
+		m->installing--;
+	if (cancelled || m->stopping || b->err != 0) {
+		if (b->kind == BATCH_SNAPSHOT) {
+			m->snap_busy = false;
+			if (!cancelled && !m->stopping)
+				srv_log(SRV_LOG_ERROR, "snapshot-failed", "error",
+					kv_strerror(b->err), NULL);
+		}
+		batch_free(b);
+		return;
+	}
+	if (b->applied > m->applied)
+		m->applied = b->applied;
+	if (b->revision > 0)
+		m->revision = b->revision;
+	answer_results(m, b);
+	if (b->kind == BATCH_INSTALL) {
+		struct srv_log_line l;
+		m->snap_index = b->snap.index;
+		srv_log_begin(&l, SRV_LOG_INFO, "snapshot-installed");
+		srv_log_u64(&l, "index", b->snap.index);
+		srv_log_u64(&l, "term", b->snap.term);
+		srv_log_u64(&l, "size", b->snap.size);
+		srv_log_end(&l);
+	}
+	if (b->members_changed)
+		cluster_members_changed(m);
+	serve_held_reads(m);
+	if (b->kind == BATCH_SNAPSHOT) {
+		snapshot_commit(m, b); /* takes b */
+	} else {
+		batch_free(b);
+	}
+	process(m);
+}
+
+static struct apply_batch *batch_new(struct srv_member *m, int kind, size_t extra)
+{
+	struct apply_batch *b = calloc(1, sizeof *b + extra);
+	if (b == NULL)
+		return NULL;
+	b->job.run = apply_run;
+	b->job.done = apply_done;
+	b->m = m;
+	b->kind = kind;
+	b->snap_fd = -1;
+	return b;
+}
+
+static void batch_submit(struct srv_member *m, struct apply_batch *b)
+{
+	m->apply_batches++;
+	m->apply_bytes += b->bytes;
+	if (b->kind == BATCH_INSTALL)
+		m->installing++;
+	/* bounded by process(), which takes no update while the apply
+	 * thread is this far behind: a refusal here is a bug */
+	if (srv_worker_submit(m->applier, &b->job) != 0) {
+		srv_log(SRV_LOG_ERROR, "apply-queue-full", NULL);
+		abort();
+	}
+}
+
+/* The committed entries of u, copied into one batch for the apply thread
+ * (the core owns u's until raft_advance). */
+static int submit_committed(struct srv_member *m, const struct raft_update *u)
+{
+	if (u->n_committed == 0)
+		return 0;
+	size_t bytes = u->n_committed * sizeof(struct raft_entry);
+	for (uint32_t i = 0; i < u->n_committed; i++)
+		bytes += u->committed[i].len;
+	struct apply_batch *b = batch_new(m, BATCH_ENTRIES, bytes);
+	if (b == NULL)
+		return -1;
+	b->bytes = bytes;
+	b->entries = (struct raft_entry *)(b + 1);
+	b->n_entries = u->n_committed;
+	uint8_t *data = (uint8_t *)(b->entries + u->n_committed);
+	for (uint32_t i = 0; i < u->n_committed; i++) {
+		b->entries[i] = u->committed[i];
+		if (u->committed[i].len > 0) {
+			memcpy(data, u->committed[i].data, u->committed[i].len);
+			b->entries[i].data = data;
+			data += u->committed[i].len;
+		}
+	}
+	batch_submit(m, b);
+	return 0;
+}
+
+static int submit_install(struct srv_member *m, const struct raft_snapshot_meta *meta)
+{
+	struct apply_batch *b = batch_new(m, BATCH_INSTALL, 0);
+	if (b == NULL)
+		return -1;
+	b->snap = *meta;
+	batch_submit(m, b);
+	return 0;
+}
+
+/* A local snapshot once --snapshot-count entries were applied since the
+ * last one (etcd's rule), one at a time. */
+static void maybe_snapshot(struct srv_member *m)
+{
+	if (m->snap_busy || m->stopping || m->snapshot_count == 0 ||
+	    m->applied < m->snap_index + m->snapshot_count)
+		return;
+	struct apply_batch *b = batch_new(m, BATCH_SNAPSHOT, 0);
+	if (b == NULL)
+		return;
+	m->snap_busy = true;
+	batch_submit(m, b);
+}
+
+/* ---- the storage thread ------------------------------------------------------ */
+
+static void persist_run(struct srv_job *job)
+{
+	struct persist_job *j = (struct persist_job *)job;
+	j->err = logstore_persist(j->m->ls, &j->u);
+}
+
+static void snap_commit_run(struct srv_job *job)
+{
+	struct snap_commit_job *j = (struct snap_commit_job *)job;
+	struct srv_member *m = j->m;
+	j->err = logstore_snapshot_commit(m->ls, j->index, &j->conf, j->fd);
+	j->fd = -1;
+	if (j->err == 0 && j->compact_to > 0)
+		j->err = logstore_compact(m->ls, j->compact_to);
+}
+
+static void snap_commit_done(struct srv_job *job, bool cancelled)
+{
+	struct snap_commit_job *j = (struct snap_commit_job *)job;
+	struct srv_member *m = j->m;
+	if (j->fd >= 0)
+		close(j->fd); /* cancelled before it ran */
+	j->fd = -1;
+	m->snap_busy = false;
+	if (cancelled || m->stopping)
+		return;
+	if (j->err != 0) {
+		struct raft_storage st = logstore_storage(m->ls);
+		struct raft_snapshot_meta held;
+		if (st.snapshot(st.ctx, &held) == 0 && held.index >= j->index)
+			/* a snapshot from the leader was installed meanwhile */
+			srv_log(SRV_LOG_INFO, "snapshot-superseded", NULL);
+		else
+			srv_log(SRV_LOG_ERROR, "snapshot-failed", "error", raft_strerror(j->err),
+				"detail", logstore_last_error(m->ls), NULL);
+		return;
+	}
+	m->snap_index = j->index;
+	struct srv_log_line l;
+	srv_log_begin(&l, SRV_LOG_INFO, "snapshot-saved");
+	srv_log_u64(&l, "index", j->index);
+	srv_log_u64(&l, "compacted-to", j->compact_to);
+	srv_log_end(&l);
+}
+
+/* Records the snapshot the apply thread copied, then compacts the log. */
+static void snapshot_commit(struct srv_member *m, struct apply_batch *b)
+{
+	struct snap_commit_job *j = &m->snapjob;
+	uint64_t keep = m->snapshot_count < CATCHUP_ENTRIES ? m->snapshot_count : CATCHUP_ENTRIES;
+	j->m = m;
+	j->job.run = snap_commit_run;
+	j->job.done = snap_commit_done;
+	j->index = b->snap.index;
+	j->conf = b->snap.conf;
+	j->fd = b->snap_fd;
+	b->snap_fd = -1;
+	j->compact_to = j->index > keep ? j->index - keep : 0;
+	batch_free(b);
+	if (srv_worker_submit(m->worker, &j->job) != 0) {
+		close(j->fd);
+		j->fd = -1;
+		m->snap_busy = false;
+	}
+}
+
+static void send_msgs(struct srv_member *m, const struct raft_msg *msgs, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t *buf;
+		size_t len;
+		if (srv_raftwire_encode(&msgs[i], &buf, &len) != 0)
+			continue;
+		if (msgs[i].type == RAFT_MSG_SNAPSHOT)
+			(void)net_transport_send_snapshot(m->transport, msgs[i].to, buf, len);
+		else
+			(void)net_transport_send(m->transport, msgs[i].to, buf, len);
+		free(buf);
+	}
+}
+
+/* Steps 3 to 6 of the contract, once the update is persisted. */
+static void after_persist(struct srv_member *m, struct persist_job *j)
+{
+	send_msgs(m, j->u.msgs_after_persist, j->u.n_msgs_after_persist);
+	if (j->u.snapshot != NULL && submit_install(m, j->u.snapshot) != 0)
+		abort(); /* out of memory: the store would miss the snapshot */
+	if (submit_committed(m, &j->u) != 0)
+		abort(); /* out of memory: the store would miss entries */
+	take_reads(m, &j->u);
+	raft_advance(m->raft);
+	logstore_release(m->ls);
+	maybe_snapshot(m);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+	struct srv_member *m = t->data;
+	if (!m->stopping && srv_worker_submit(m->worker, &m->job.job) != 0)
+		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
+}
+
+static void persist_done(struct srv_job *job, bool cancelled)
+{
+	struct persist_job *j = (struct persist_job *)job;
+	struct srv_member *m = j->m;
+	if (cancelled || m->stopping) {
+		m->job_busy = false;
+		return;
+	}
+	if (j->err != 0) {
+		/* never skipped: tried again until the cause (a full disk,
+		 * memory) is gone */
+		srv_log(SRV_LOG_ERROR, "storage-failed", "step", "persist", "error",
+			raft_strerror(j->err), "detail", logstore_last_error(m->ls), NULL);
+		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
+		return;
+	}
+	after_persist(m, j);
+	m->job_busy = false;
+	process(m);
+}
+
+/* Takes the next update if none is out and the apply thread keeps up:
+ * messages out now, the rest to the storage thread. */
+static void process(struct srv_member *m)
+{
+	if (m->job_busy || m->stopping || m->apply_batches >= APPLY_MAX_BATCHES - 2 ||
+	    m->apply_bytes >= APPLY_MAX_BYTES || !raft_has_update(m->raft))
+		return;
+	struct persist_job *j = &m->job;
+	int err = raft_ready(m->raft, &j->u);
+	if (err != 0) {
+		srv_log(SRV_LOG_ERROR, "raft-ready-failed", "error", raft_strerror(err), NULL);
+		return;
+	}
+	if (j->u.leader != m->leader) {
+		struct srv_log_line l;
+		srv_log_begin(&l, SRV_LOG_INFO, "leader-changed");
+		srv_log_hex(&l, "leader", j->u.leader);
+		srv_log_u64(&l, "term", j->u.has_hard_state ? j->u.hard_state.term : m->term);
+		srv_log_end(&l);
+		m->leader = j->u.leader;
+	}
+	if (m->handoff_on && j->u.leader != 0 && j->u.leader != m->id) {
+		/* the handoff is done: stop. This update is dropped unpersisted
+		 * with nothing of it sent, so it promised nothing. */
+		member_stop_now(m);
+		return;
+	}
+	if (j->u.has_hard_state)
+		m->term = j->u.hard_state.term;
+	send_msgs(m, j->u.msgs, j->u.n_msgs);
+	if (j->u.n_snapshot_chunks == 0 && j->u.snapshot == NULL && j->u.n_entries == 0 &&
+	    !j->u.has_hard_state) {
+		/* nothing for the disk (heartbeats, commits, reads) */
+		after_persist(m, j);
+		member_kick(m);
+		return;
+	}
+	m->job_busy = true;
+	if (srv_worker_submit(m->worker, &j->job) != 0)
+		uv_timer_start(&m->retry, on_retry, RETRY_MS, 0);
+}
+
+static void on_kick(uv_idle_t *h)
+{
+	struct srv_member *m = h->data;
+	uv_idle_stop(h);
+	m->kick_on = false;
+	process(m);
+}
+
+/* process() after the current callback, whatever it is (never inside the
+ * gRPC or transport callbacks' own stack frames). */
+void member_kick(struct srv_member *m)
+{
+	if (!m->kick_on && !m->stopping) {
+		m->kick_on = true;
+		uv_idle_start(&m->kick, on_kick);
+	}
+}
+
+/* ---- start and stop ----------------------------------------------------------- */
+
+int pipeline_start(struct srv_member *m)
+{
+	struct raft_status rs;
+	raft_status(m->raft, &rs);
+	m->ap_applied = m->applied;
+	m->ap_conf = rs.conf;
+	atomic_store(&m->apply_stop, false);
+	m->job.m = m;
+	m->job.job.run = persist_run;
+	m->job.job.done = persist_done;
+	m->snapjob.fd = -1;
+	struct raft_storage st = logstore_storage(m->ls);
+	struct raft_snapshot_meta meta;
+	if (st.snapshot(st.ctx, &meta) == 0)
+		m->snap_index = meta.index;
+	m->reads = calloc(MAX_WAITERS, sizeof *m->reads);
+	if (m->reads == NULL)
+		return -1;
+	if (srv_worker_start(m->loop, 4, &m->worker) != 0)
+		return -1;
+	if (srv_worker_start(m->loop, APPLY_MAX_BATCHES, &m->applier) != 0)
+		return -1;
+	return 0;
+}
+
+int pipeline_close(struct srv_member *m, void (*closed)(void *data))
+{
+	int n = 0;
+	atomic_store(&m->apply_stop, true);
+	if (m->worker != NULL) {
+		n++;
+		srv_worker_close(m->worker, closed, m);
+	}
+	if (m->applier != NULL) {
+		n++;
+		srv_worker_close(m->applier, closed, m);
+	}
+	return n;
+}
+
+void pipeline_free(struct srv_member *m)
+{
+	free(m->reads);
+	m->reads = NULL;
+	if (m->snapjob.fd >= 0)
+		close(m->snapjob.fd);
+}

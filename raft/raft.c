@@ -310,6 +310,19 @@ int raft_campaign(struct raft *r)
 	return 0;
 }
 
+void raft_report_leader_down(struct raft *r, uint64_t id)
+{
+	if (r->state == RAFT_LEADER || id == 0 || r->leader != id) {
+		return;
+	}
+	/* out of the leader's lease: campaigns of others are heard, and this
+	 * member campaigns within one more randomized timeout at most */
+	r->leader = 0;
+	if (r->election_elapsed < r->cfg.election_ticks) {
+		r->election_elapsed = r->cfg.election_ticks;
+	}
+}
+
 void raft_report_unreachable(struct raft *r, uint64_t id)
 {
 	if (r->state != RAFT_LEADER) {

@@ -338,6 +338,15 @@ RAFT_API int raft_transfer_leadership(struct raft *r, uint64_t to);
 /* Tell the leader that sending to `id` failed: its progress drops to probe. */
 RAFT_API void raft_report_unreachable(struct raft *r, uint64_t id);
 
+/* Tell a follower that its leader `id` is known to be down (its process is
+ * gone: e.g. connections to it are refused). The follower forgets it, so
+ * its lease (§4.2.3) ends and it grants other members' (pre-)votes at once,
+ * and it campaigns within one randomized timeout (raft_campaign() starts at
+ * once). A wrong report costs nothing: a live leader's next message makes
+ * it the leader again, and pre-vote fails while others still hear from it.
+ * No-op unless `id` is the leader this member follows. */
+RAFT_API void raft_report_leader_down(struct raft *r, uint64_t id);
+
 /* ------------------------------------------------------------------------ */
 /* Updates.                                                                 */
 

@@ -1,12 +1,13 @@
 /* test_prevote_quorum.c: pre-vote (thesis §9.6) and check-quorum with the
  * leader lease it implies (§6.2, §4.2.3): a partitioned member does not
  * inflate its term nor disturb a healthy leader when it comes back, and a
- * leader cut from its majority steps down by itself. */
+ * leader cut from its majority steps down by itself; a leader reported
+ * down ends the lease at once (raft_report_leader_down). */
 #include "unit.h"
 
-static const struct h_opts prevote = {.pre_vote = true};
-static const struct h_opts prevote_cq = {.pre_vote = true, .check_quorum = true};
-static const struct h_opts cq = {.check_quorum = true};
+static const struct h_opts prevote = { .pre_vote = true };
+static const struct h_opts prevote_cq = { .pre_vote = true, .check_quorum = true };
+static const struct h_opts cq = { .check_quorum = true };
 
 /* A member cut off keeps pre-campaigning, but its term never grows: a
  * pre-vote is not a vote and changes no persistent state. */
@@ -212,6 +213,48 @@ static void test_check_quorum_follower_ignores_vote_within_lease(void **state)
 	assert_int_equal(h->granted_votes[2], 2);
 }
 
+/* The leader's process is gone and both followers are told so: one of them
+ * campaigns at once and wins, without an election timeout going by. */
+static void test_leader_down_reported_election_at_once(void **state)
+{
+	struct harness *h = *state;
+	h_cluster(h, 3, &prevote_cq);
+	assert_true(h_elect(h, 1));
+	uint64_t t = h_term(h, 2);
+	h_isolate(h, 1);
+	raft_report_leader_down(h_raft(h, 3), 1);
+	raft_report_leader_down(h_raft(h, 2), 1);
+	assert_int_equal(h_leader(h, 2), 0);
+	assert_int_equal(raft_campaign(h_raft(h, 2)), 0);
+	h_stabilize(h);
+	assert_int_equal(h_state(h, 2), RAFT_LEADER);
+	assert_int_equal(h_term(h, 2), t + 1);
+	assert_int_equal(h_leader(h, 3), 2);
+}
+
+/* Only one follower is told, or the report names a live leader: its
+ * pre-vote is refused by the follower still in the lease, the leader keeps
+ * its term, and its next heartbeat makes it the reporter's leader again. */
+static void test_leader_down_wrong_report_changes_nothing(void **state)
+{
+	struct harness *h = *state;
+	h_cluster(h, 3, &prevote_cq);
+	assert_true(h_elect(h, 1));
+	uint64_t t = h_term(h, 1);
+	raft_report_leader_down(h_raft(h, 2), 3); /* not its leader: ignored */
+	assert_int_equal(h_leader(h, 2), 1);
+	raft_report_leader_down(h_raft(h, 2), 1);
+	assert_int_equal(raft_campaign(h_raft(h, 2)), 0);
+	h_stabilize(h);
+	assert_int_equal(h_state(h, 1), RAFT_LEADER);
+	for (uint64_t id = 1; id <= 3; id++)
+		assert_int_equal(h_term(h, id), t);
+	h_tick_heartbeat(h, 1);
+	h_stabilize(h);
+	assert_int_equal(h_state(h, 2), RAFT_FOLLOWER);
+	assert_int_equal(h_leader(h, 2), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -223,6 +266,8 @@ int main(void)
 		HTEST(test_check_quorum_isolated_leader_steps_down),
 		HTEST(test_check_quorum_leader_with_majority_stays),
 		HTEST(test_check_quorum_follower_ignores_vote_within_lease),
+		HTEST(test_leader_down_reported_election_at_once),
+		HTEST(test_leader_down_wrong_report_changes_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -70,9 +70,12 @@ struct apply_batch {
 	struct srv_job job;
 	struct srv_member *m;
 	int kind;
-	struct raft_entry *entries; /* BATCH_ENTRIES, data in the same block */
-	uint32_t n_entries;
-	size_t bytes;
+	struct apply_batch *next;   /* the loop's queue of batches not yet submitted */
+	struct raft_entry *entries; /* BATCH_ENTRIES; data in buf */
+	uint32_t n_entries, cap_entries;
+	uint8_t *buf;
+	size_t buf_len, buf_cap;
+	size_t bytes;                   /* counted in apply_bytes */
 	struct raft_snapshot_meta snap; /* installed, or taken */
 	int snap_fd;                    /* BATCH_SNAPSHOT: the copy, for the storage thread */
 	int err;
@@ -123,9 +126,11 @@ struct srv_member {
 	struct srv_worker *worker;  /* the storage thread: persists */
 	struct srv_worker *applier; /* the apply thread */
 	struct persist_job job;
-	bool job_busy;                     /* an update is out to the storage thread */
-	size_t apply_batches, apply_bytes; /* out to the apply thread */
-	unsigned installing;               /* snapshot installs out: no reads of the store */
+	bool job_busy;                         /* an update is out to the storage thread */
+	size_t apply_batches, apply_bytes;     /* queued or out to the apply thread */
+	struct apply_batch *aq_head, *aq_tail; /* queued, not yet submitted */
+	bool apply_busy;                       /* a batch is out to the apply thread */
+	unsigned installing;                   /* snapshot installs out: no reads of the store */
 	struct snap_commit_job snapjob;
 	bool snap_busy; /* a local snapshot is being taken or recorded */
 	uint64_t snapshot_count, snap_index;
@@ -168,6 +173,12 @@ struct srv_member {
 	int closing; /* handles still to close */
 	void (*stopped)(void *data);
 	void *stopped_data;
+
+	/* cluster.c: the pending change this leader settled last (its
+	 * proposer, waiter, term and when), the last publish, removal */
+	uint64_t cl_settle_proposer, cl_settle_waiter, cl_settle_term, cl_settle_at;
+	uint64_t cl_published_at;
+	bool cl_removed;
 };
 
 static inline uint64_t now_ms(struct srv_member *m)
@@ -223,5 +234,20 @@ void cluster_members_changed(struct srv_member *m);
  * calls (cluster.c) on m->grpc. 0 or a net error code. */
 int kvapi_register(struct srv_member *m);
 int cluster_register(struct srv_member *m);
+
+/* cluster.c, at start (before the loop runs): seeds the founding members'
+ * records in the first write transaction; joins a running cluster
+ * (--initial-cluster-state existing), setting m->cluster_id, m->id and
+ * m->peers; takes m->peers from the store's table (refusing a removed
+ * member). 0, or -1 with a message in err. */
+int cluster_seed(struct srv_member *m, struct kv_wtx *w);
+int cluster_join(struct srv_member *m, const struct srv_config *cfg, char *err, size_t len);
+int cluster_load_peers(struct srv_member *m, char *err, size_t len);
+/* cluster.c, the transport's callbacks: a new member's join request, and
+ * the periodic settling of changes and publishing (loop thread). */
+int cluster_on_join(struct net_transport *t, const char *peer_url, struct net_join_answer *out,
+		    char *reason, size_t cap);
+void cluster_housekeeping(struct net_transport *t);
+#define CLUSTER_HOUSEKEEPING_MS 100
 
 #endif /* CAIRN_SERVER_MEMBER_INT_H */

@@ -13,6 +13,9 @@
  * batch's results) and ReadIndex reads (held until the store has applied up
  * to their index).
  *
+ * One batch is out to the apply thread at a time; entries committed while
+ * it runs join the last queued batch, so a busy apply thread applies more
+ * entries per transaction (and per fdatasync) rather than falling behind.
  * The apply thread applies each batch in one LMDB write transaction, and
  * takes local snapshots (a copy of the store, kv_snapshot_copy_fd) every
  * --snapshot-count entries; the storage thread then records the snapshot
@@ -23,8 +26,8 @@
  * Failures: a persist that fails is retried until it succeeds (never
  * skipped); a batch that fails is retried on the apply thread, in place, so
  * that later batches wait for it. A snapshot that fails is logged and
- * taken again later. Bounds: batches out to the apply thread are bounded in
- * count and bytes; beyond them the loop takes no new update until the apply
+ * taken again later. Bounds: batches queued for the apply thread are bounded
+ * in count and bytes; beyond them the loop takes no new update until the apply
  * thread catches up. */
 #include "member_int.h"
 
@@ -38,9 +41,9 @@
 
 #include "log.h"
 
-#define APPLY_MAX_BATCHES 256
-#define APPLY_MAX_BYTES (64u << 20)
-#define CATCHUP_ENTRIES 5000 /* log entries kept behind a snapshot, as etcd */
+#define APPLY_MAX_BATCHES 64        /* queued batches (snapshots, installs split them) */
+#define APPLY_MAX_BYTES (64u << 20) /* entries queued for the apply thread */
+#define CATCHUP_ENTRIES 5000        /* log entries kept behind a snapshot, as etcd */
 
 /* ---- results ------------------------------------------------------------ */
 
@@ -73,6 +76,8 @@ static void batch_free(struct apply_batch *b)
 		return;
 	batch_clear_results(b);
 	free(b->res);
+	free(b->entries);
+	free(b->buf);
 	if (b->snap_fd >= 0)
 		close(b->snap_fd);
 	free(b);
@@ -259,6 +264,7 @@ static void apply_run(struct srv_job *job)
 
 static void process(struct srv_member *m);
 static void snapshot_commit(struct srv_member *m, struct apply_batch *b);
+static void apply_next(struct srv_member *m);
 
 static void answer_results(struct srv_member *m, struct apply_batch *b)
 {
@@ -330,8 +336,11 @@ static void apply_done(struct srv_job *job, bool cancelled)
 	struct srv_member *m = b->m;
 	m->apply_batches--;
 	m->apply_bytes -= b->bytes;
+	m->apply_busy = false;
 	if (b->kind == BATCH_INSTALL)
 		m->installing--;
+	if (!cancelled)
+		apply_next(m); /* the apply thread goes on while this one is answered */
 	if (cancelled || m->stopping || b->err != 0) {
 		if (b->kind == BATCH_SNAPSHOT) {
 			m->snap_busy = false;
@@ -367,9 +376,9 @@ static void apply_done(struct srv_job *job, bool cancelled)
 	process(m);
 }
 
-static struct apply_batch *batch_new(struct srv_member *m, int kind, size_t extra)
+static struct apply_batch *batch_new(struct srv_member *m, int kind)
 {
-	struct apply_batch *b = calloc(1, sizeof *b + extra);
+	struct apply_batch *b = calloc(1, sizeof *b);
 	if (b == NULL)
 		return NULL;
 	b->job.run = apply_run;
@@ -380,55 +389,103 @@ static struct apply_batch *batch_new(struct srv_member *m, int kind, size_t extr
 	return b;
 }
 
-static void batch_submit(struct srv_member *m, struct apply_batch *b)
+/* Submits the oldest queued batch if the apply thread is free: one batch
+ * at a time, so that entries committed meanwhile join the queue's last
+ * batch and are applied in one transaction with it. */
+static void apply_next(struct srv_member *m)
 {
-	m->apply_batches++;
-	m->apply_bytes += b->bytes;
-	if (b->kind == BATCH_INSTALL)
-		m->installing++;
-	/* bounded by process(), which takes no update while the apply
-	 * thread is this far behind: a refusal here is a bug */
+	struct apply_batch *b = m->aq_head;
+	if (m->apply_busy || b == NULL || m->stopping)
+		return;
+	m->aq_head = b->next;
+	if (m->aq_head == NULL)
+		m->aq_tail = NULL;
+	b->next = NULL;
+	for (uint32_t i = 0; i < b->n_entries; i++)
+		if (b->entries[i].len > 0) /* offsets into buf until now */
+			b->entries[i].data = b->buf + (uintptr_t)b->entries[i].data;
+	m->apply_busy = true;
 	if (srv_worker_submit(m->applier, &b->job) != 0) {
-		srv_log(SRV_LOG_ERROR, "apply-queue-full", NULL);
-		abort();
+		srv_log(SRV_LOG_ERROR, "apply-submit-failed", NULL);
+		abort(); /* one job at a time on a live worker: cannot happen */
 	}
 }
 
-/* The committed entries of u, copied into one batch for the apply thread
- * (the core owns u's until raft_advance). */
+static void batch_queue(struct srv_member *m, struct apply_batch *b)
+{
+	m->apply_batches++;
+	if (b->kind == BATCH_INSTALL)
+		m->installing++;
+	if (m->aq_tail != NULL)
+		m->aq_tail->next = b;
+	else
+		m->aq_head = b;
+	m->aq_tail = b;
+	apply_next(m);
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return 0;
+	size_t n = *cap ? *cap : 64;
+	while (n < need)
+		n *= 2;
+	void *v = realloc(*p, n * size);
+	if (v == NULL)
+		return -1;
+	*p = v;
+	*cap = n;
+	return 0;
+}
+
+/* The committed entries of u, copied (the core owns them until
+ * raft_advance) onto the last queued batch, or into a new one. */
 static int submit_committed(struct srv_member *m, const struct raft_update *u)
 {
 	if (u->n_committed == 0)
 		return 0;
-	size_t bytes = u->n_committed * sizeof(struct raft_entry);
-	for (uint32_t i = 0; i < u->n_committed; i++)
-		bytes += u->committed[i].len;
-	struct apply_batch *b = batch_new(m, BATCH_ENTRIES, bytes);
-	if (b == NULL)
+	struct apply_batch *b = m->aq_tail;
+	bool fresh = b == NULL || b->kind != BATCH_ENTRIES;
+	if (fresh && (b = batch_new(m, BATCH_ENTRIES)) == NULL)
 		return -1;
-	b->bytes = bytes;
-	b->entries = (struct raft_entry *)(b + 1);
-	b->n_entries = u->n_committed;
-	uint8_t *data = (uint8_t *)(b->entries + u->n_committed);
+	size_t data = 0;
+	for (uint32_t i = 0; i < u->n_committed; i++)
+		data += u->committed[i].len;
+	size_t cap_entries = b->cap_entries;
+	if (grow((void **)&b->entries, &cap_entries, (size_t)b->n_entries + u->n_committed,
+		 sizeof *b->entries) != 0 ||
+	    grow((void **)&b->buf, &b->buf_cap, b->buf_len + data, 1) != 0) {
+		b->cap_entries = (uint32_t)cap_entries;
+		if (fresh)
+			batch_free(b);
+		return -1;
+	}
+	b->cap_entries = (uint32_t)cap_entries;
 	for (uint32_t i = 0; i < u->n_committed; i++) {
-		b->entries[i] = u->committed[i];
-		if (u->committed[i].len > 0) {
-			memcpy(data, u->committed[i].data, u->committed[i].len);
-			b->entries[i].data = data;
-			data += u->committed[i].len;
+		struct raft_entry *e = &b->entries[b->n_entries++];
+		*e = u->committed[i];
+		if (e->len > 0) {
+			memcpy(b->buf + b->buf_len, u->committed[i].data, e->len);
+			e->data = (const uint8_t *)(uintptr_t)b->buf_len; /* fixed at submit */
+			b->buf_len += e->len;
 		}
 	}
-	batch_submit(m, b);
+	size_t bytes = data + u->n_committed * sizeof *b->entries;
+	b->bytes += bytes;
+	m->apply_bytes += bytes;
+	if (fresh)
+		batch_queue(m, b);
 	return 0;
 }
 
 static int submit_install(struct srv_member *m, const struct raft_snapshot_meta *meta)
 {
-	struct apply_batch *b = batch_new(m, BATCH_INSTALL, 0);
+	struct apply_batch *b = batch_new(m, BATCH_INSTALL);
 	if (b == NULL)
 		return -1;
 	b->snap = *meta;
-	batch_submit(m, b);
+	batch_queue(m, b);
 	return 0;
 }
 
@@ -439,11 +496,11 @@ static void maybe_snapshot(struct srv_member *m)
 	if (m->snap_busy || m->stopping || m->snapshot_count == 0 ||
 	    m->applied < m->snap_index + m->snapshot_count)
 		return;
-	struct apply_batch *b = batch_new(m, BATCH_SNAPSHOT, 0);
+	struct apply_batch *b = batch_new(m, BATCH_SNAPSHOT);
 	if (b == NULL)
 		return;
 	m->snap_busy = true;
-	batch_submit(m, b);
+	batch_queue(m, b);
 }
 
 /* ---- the storage thread ------------------------------------------------------ */
@@ -575,7 +632,7 @@ static void persist_done(struct srv_job *job, bool cancelled)
  * messages out now, the rest to the storage thread. */
 static void process(struct srv_member *m)
 {
-	if (m->job_busy || m->stopping || m->apply_batches >= APPLY_MAX_BATCHES - 2 ||
+	if (m->job_busy || m->stopping || m->apply_batches >= APPLY_MAX_BATCHES ||
 	    m->apply_bytes >= APPLY_MAX_BYTES || !raft_has_update(m->raft))
 		return;
 	struct persist_job *j = &m->job;
@@ -653,7 +710,7 @@ int pipeline_start(struct srv_member *m)
 		return -1;
 	if (srv_worker_start(m->loop, 4, &m->worker) != 0)
 		return -1;
-	if (srv_worker_start(m->loop, APPLY_MAX_BATCHES, &m->applier) != 0)
+	if (srv_worker_start(m->loop, 2, &m->applier) != 0)
 		return -1;
 	return 0;
 }
@@ -675,6 +732,12 @@ int pipeline_close(struct srv_member *m, void (*closed)(void *data))
 
 void pipeline_free(struct srv_member *m)
 {
+	while (m->aq_head != NULL) {
+		struct apply_batch *b = m->aq_head;
+		m->aq_head = b->next;
+		batch_free(b);
+	}
+	m->aq_tail = NULL;
 	free(m->reads);
 	m->reads = NULL;
 	if (m->snapjob.fd >= 0)

@@ -419,4 +419,48 @@ struct kv_hash {
 };
 KV_API int kv_hash_kv(struct kv_store *s, int64_t rev, struct kv_hash *out);
 
+/* ---- Members -------------------------------------------------------------
+ * The cluster's member table, kept beside the keys so that a snapshot (a
+ * copy of the store) carries it: one record per member id, opaque bytes to
+ * the store (the server packs an etcdserverpb.Member), and the set of ids
+ * removed from the cluster, which are never admitted again. Neither has a
+ * revision nor an event: they are not keys. Writes go in a batch's write
+ * transaction, so they commit with the applied index of the entry that made
+ * them; any id is accepted, 0 included (the server keeps a record of its
+ * own there). A store made before this section opens with both empty. */
+
+#define KV_MAX_MEMBER_RECORD 16384
+
+/* A record: id and its bytes (owned by the list that holds it). */
+struct kv_member {
+	uint64_t id;
+	uint8_t *data;
+	size_t len;
+};
+
+/* Records in increasing id order; n may be 0 (v then NULL). */
+struct kv_members {
+	struct kv_member *v;
+	size_t n;
+};
+
+/* Sets the record of id to data[0..len) (copied), replacing any. len 0 to
+ * KV_MAX_MEMBER_RECORD, else KV_ETOOBIG (the batch goes on). */
+KV_API int kv_member_put(struct kv_wtx *wtx, uint64_t id, const void *data, size_t len);
+/* Deletes the record of id: 0, or KV_ENOTFOUND when there is none (the
+ * batch goes on). */
+KV_API int kv_member_delete(struct kv_wtx *wtx, uint64_t id);
+/* Records id as removed (idempotent). */
+KV_API int kv_member_set_removed(struct kv_wtx *wtx, uint64_t id);
+
+/* Every record as the batch sees it (its own writes included), or as
+ * committed (kv_members_list, its own read transaction, any thread). *out
+ * is filled on 0 and freed with kv_members_free. */
+KV_API int kv_members_list_w(struct kv_wtx *wtx, struct kv_members *out);
+KV_API int kv_members_list(struct kv_store *s, struct kv_members *out);
+KV_API void kv_members_free(struct kv_members *m);
+/* Whether id was removed: *removed set on 0. */
+KV_API int kv_member_removed_w(struct kv_wtx *wtx, uint64_t id, bool *removed);
+KV_API int kv_member_removed(struct kv_store *s, uint64_t id, bool *removed);
+
 #endif /* CAIRN_KV_MVCC_H */

@@ -635,7 +635,10 @@ static int env_open(struct kv_store *s)
 	    (rc = mdb_set_compare(txn, s->key_db, idx_cmp)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta_db)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &s->lease_db)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "lease_key", MDB_CREATE, &s->lease_key_db)) != 0)
+	    (rc = mdb_dbi_open(txn, "lease_key", MDB_CREATE, &s->lease_key_db)) != 0 ||
+	    /* added later: a store made before them gets them empty here */
+	    (rc = mdb_dbi_open(txn, "member", MDB_CREATE, &s->member_db)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "member_removed", MDB_CREATE, &s->removed_db)) != 0)
 		goto err_txn;
 	int64_t rev;
 	int err = mvcc__meta_get(s, txn, "rev", &rev);

@@ -30,6 +30,8 @@ struct kv_store {
 	MDB_dbi meta_db;
 	MDB_dbi lease_db;     /* BE64(id) -> BE64 ttl, BE64 remaining (0: none) */
 	MDB_dbi lease_key_db; /* BE64(id) index-form key -> empty or key */
+	MDB_dbi member_db;    /* BE64(id) -> the server's member record (mvcc_members.c) */
+	MDB_dbi removed_db;   /* BE64(id) -> empty: ids removed from the cluster */
 	struct kv_wtx *wtx;   /* the open write transaction, if any */
 };
 

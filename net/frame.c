@@ -269,3 +269,110 @@ void net_refuse_text(const uint8_t *payload, size_t len, char *out, size_t cap)
 	}
 	out[n] = '\0';
 }
+
+/* ---- join ---- */
+
+static bool url_ok(const char *url, size_t n)
+{
+	if (n == 0 || n > NET_JOIN_URL_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (url[i] <= 0x20 || url[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+int net_join_encode(const char *url, uint8_t *out, size_t cap, size_t *n)
+{
+	assert(out != NULL && n != NULL);
+	size_t len = url ? strlen(url) : 0;
+	if (url == NULL || !url_ok(url, len))
+		return NET_EINVAL;
+	if (cap < 8 + len)
+		return NET_ELIMIT;
+	put_u32(out, NET_JOIN_MAGIC);
+	put_u16(out + 4, NET_PROTOCOL_VERSION);
+	put_u16(out + 6, (uint16_t)len);
+	memcpy(out + 8, url, len);
+	*n = 8 + len;
+	return 0;
+}
+
+int net_join_decode(const uint8_t *buf, size_t len, uint16_t *version,
+		    char url[NET_JOIN_URL_MAX + 1])
+{
+	if (buf == NULL || len < 8 || get_u32(buf) != NET_JOIN_MAGIC)
+		return NET_EPROTO;
+	size_t ul = get_u16(buf + 6);
+	if (len != 8 + ul || !url_ok((const char *)buf + 8, ul))
+		return NET_EPROTO;
+	*version = get_u16(buf + 4);
+	memcpy(url, buf + 8, ul);
+	url[ul] = '\0';
+	return 0;
+}
+
+int net_join_answer_encode(const struct net_join_answer *a, uint8_t *out, size_t cap, size_t *n)
+{
+	assert(a != NULL && out != NULL && n != NULL);
+	if (a->cluster_id == 0 || a->member_id == 0 || a->n > NET_JOIN_MAX_MEMBERS)
+		return NET_EINVAL;
+	size_t need = 22;
+	for (uint32_t i = 0; i < a->n; i++) {
+		size_t ul = strnlen(a->members[i].url, NET_JOIN_URL_MAX + 1);
+		if (a->members[i].id == 0 || !url_ok(a->members[i].url, ul))
+			return NET_EINVAL;
+		need += 10 + ul;
+	}
+	if (cap < need)
+		return NET_ELIMIT;
+	put_u32(out, NET_JOIN_MAGIC);
+	put_u64(out + 4, a->cluster_id);
+	put_u64(out + 12, a->member_id);
+	put_u16(out + 20, (uint16_t)a->n);
+	size_t off = 22;
+	for (uint32_t i = 0; i < a->n; i++) {
+		size_t ul = strlen(a->members[i].url);
+		put_u64(out + off, a->members[i].id);
+		out[off + 8] = a->members[i].learner ? 1 : 0;
+		out[off + 9] = (uint8_t)ul;
+		memcpy(out + off + 10, a->members[i].url, ul);
+		off += 10 + ul;
+	}
+	assert(off == need);
+	*n = off;
+	return 0;
+}
+
+int net_join_answer_decode(const uint8_t *buf, size_t len, struct net_join_answer *out)
+{
+	assert(out != NULL);
+	if (buf == NULL || len < 22 || get_u32(buf) != NET_JOIN_MAGIC)
+		return NET_EPROTO;
+	uint64_t cid = get_u64(buf + 4), mid = get_u64(buf + 12);
+	uint32_t cnt = get_u16(buf + 20);
+	if (cid == 0 || mid == 0 || cnt > NET_JOIN_MAX_MEMBERS)
+		return NET_EPROTO;
+	size_t off = 22;
+	for (uint32_t i = 0; i < cnt; i++) {
+		if (len - off < 10)
+			return NET_EPROTO;
+		uint64_t id = get_u64(buf + off);
+		uint8_t learner = buf[off + 8];
+		size_t ul = buf[off + 9];
+		if (id == 0 || learner > 1 || len - off - 10 < ul ||
+		    !url_ok((const char *)buf + off + 10, ul))
+			return NET_EPROTO;
+		out->members[i].id = id;
+		out->members[i].learner = learner == 1;
+		memcpy(out->members[i].url, buf + off + 10, ul);
+		out->members[i].url[ul] = '\0';
+		off += 10 + ul;
+	}
+	if (off != len)
+		return NET_EPROTO;
+	out->cluster_id = cid;
+	out->member_id = mid;
+	out->n = cnt;
+	return 0;
+}

@@ -50,8 +50,10 @@ enum net_frame_type {
 	NET_FRAME_MSG = 2,    /* payload: one message (a packed cairn.raftpb.Message) */
 	NET_FRAME_SNAP = 3,   /* payload: one snapshot chunk (a packed MSG_SNAPSHOT Message) */
 	NET_FRAME_REFUSE = 4, /* payload: reason text, at most NET_REFUSE_MAX bytes */
+	NET_FRAME_JOIN = 5,   /* payload: a join request (net_join_encode), instead of a hello */
+	NET_FRAME_JOIN_ANSWER = 6, /* payload: the answer to it (net_join_answer_encode) */
 };
-#define NET_FRAME_TYPE_MAX NET_FRAME_REFUSE
+#define NET_FRAME_TYPE_MAX NET_FRAME_JOIN_ANSWER
 
 /* A decoded frame. payload points into the decoder (see net_frame_decode). */
 struct net_frame {
@@ -143,5 +145,50 @@ NET_API int net_hello_decode(const uint8_t *buf, size_t len, struct net_hello *o
  * NET_REFUSE_MAX bytes, with every byte outside printable ASCII replaced by '?', so a hostile
  * reason cannot forge log lines. cap must be >= 1. */
 NET_API void net_refuse_text(const uint8_t *payload, size_t len, char *out, size_t cap);
+
+/* ---- joining: a new member asks who it is ----
+ *
+ * A member started to join a running cluster (etcd's --initial-cluster-state existing) knows the
+ * members' peer URLs but neither the cluster id nor its own member id, which the cluster chose
+ * when the member was added. It dials a member and sends a JOIN frame, in place of a hello,
+ * carrying the peer URL it advertises; the acceptor answers with one JOIN_ANSWER frame (the
+ * cluster id, the id of the member added with that peer URL, and the current members) or with a
+ * REFUSE frame, then closes the connection. Nothing else is exchanged on such a connection.
+ *
+ * JOIN payload:        magic u32 | version u16 | url_len u16 | url (1..NET_JOIN_URL_MAX bytes)
+ * JOIN_ANSWER payload: magic u32 | cluster_id u64 | member_id u64 | n u16 |
+ *                      n x (id u64 | learner u8 | url_len u8 | url)
+ * Ids are never 0; n is at most NET_JOIN_MAX_MEMBERS; URLs are printable ASCII. */
+
+#define NET_JOIN_MAGIC 0x43524e4au /* "CRNJ" */
+#define NET_JOIN_URL_MAX 128
+#define NET_JOIN_MAX_MEMBERS 16
+#define NET_JOIN_MAX_SIZE (8 + NET_JOIN_URL_MAX)
+#define NET_JOIN_ANSWER_MAX_SIZE (22 + NET_JOIN_MAX_MEMBERS * (10 + NET_JOIN_URL_MAX))
+
+struct net_join_member {
+	uint64_t id;
+	bool learner;
+	char url[NET_JOIN_URL_MAX + 1];
+};
+
+struct net_join_answer {
+	uint64_t cluster_id;
+	uint64_t member_id; /* the joiner's */
+	uint32_t n;
+	struct net_join_member members[NET_JOIN_MAX_MEMBERS];
+};
+
+/* Encodes a join request for url into out[0..cap). Returns 0 and the size in *n, NET_EINVAL
+ * (url empty, too long or not printable) or NET_ELIMIT (cap too small). */
+NET_API int net_join_encode(const char *url, uint8_t *out, size_t cap, size_t *n);
+/* Decodes a join request: 0 with *version and url (NUL-terminated), or NET_EPROTO. */
+NET_API int net_join_decode(const uint8_t *buf, size_t len, uint16_t *version,
+			    char url[NET_JOIN_URL_MAX + 1]);
+/* The same for the answer. Encode: NET_EINVAL for a bad answer (an id 0, a bad URL, n too
+ * large), NET_ELIMIT for a small cap. Decode: NET_EPROTO for anything malformed. */
+NET_API int net_join_answer_encode(const struct net_join_answer *a, uint8_t *out, size_t cap,
+				   size_t *n);
+NET_API int net_join_answer_decode(const uint8_t *buf, size_t len, struct net_join_answer *out);
 
 #endif /* CAIRN_NET_FRAME_H */

@@ -278,7 +278,10 @@ static void ch_on_connect(struct net_stream *s, int status)
 	struct net_transport *t = ch->peer->t;
 	assert(ch->state == CH_CONNECTING && ch->stream == s);
 	if (status != 0) {
+		uint64_t id = ch->peer->id;
 		ch_fail(ch, status, "connect failed");
+		if (status == NET_EREFUSED && t->cfg.on_peer_down != NULL)
+			t->cfg.on_peer_down(t, id); /* nothing listens there: its process is gone */
 		return;
 	}
 	struct net_hello h = {
@@ -771,6 +774,65 @@ static void inconn_hello(struct inconn *c, const struct net_frame *f)
 	timer_arm(t);
 }
 
+/* Writes one frame and shuts the connection down, as for a refusal: whatever else the dialer
+ * sends is discarded, and the connection closes when the dialer closes its end. */
+static void inconn_final(struct inconn *c, uint8_t type, const uint8_t *payload, size_t len)
+{
+	uint8_t hdr[NET_FRAME_HEADER];
+	net_frame_header(hdr, type, payload, (uint32_t)len);
+	if (net_stream_write(c->stream, hdr, sizeof hdr) != 0 ||
+	    (len > 0 && net_stream_write(c->stream, payload, len) != 0) ||
+	    net_stream_shutdown(c->stream) != 0) {
+		inconn_close(c);
+		return;
+	}
+	c->refused = true;
+}
+
+/* A new member asks who it is (frame.h, "joining"): the caller's callback answers. */
+static void inconn_join(struct inconn *c, const struct net_frame *f)
+{
+	struct net_transport *t = c->t;
+	char url[NET_JOIN_URL_MAX + 1];
+	uint16_t version;
+	if (net_join_decode(f->payload, f->len, &version, url) != 0) {
+		t->stats.dropped++;
+		tlog(t, NET_LOG_WARN, "inbound connection: malformed join request");
+		inconn_close(c);
+		return;
+	}
+	char reason[NET_REFUSE_MAX + 1] = "";
+	struct net_join_answer *a = calloc(1, sizeof *a);
+	uint8_t *buf = malloc(NET_JOIN_ANSWER_MAX_SIZE);
+	size_t n = 0;
+	int rv = -1;
+	if (a == NULL || buf == NULL)
+		snprintf(reason, sizeof reason, "out of memory");
+	else if (version != NET_PROTOCOL_VERSION)
+		snprintf(reason, sizeof reason,
+			 "protocol version %u not supported (this member: %u)", (unsigned)version,
+			 (unsigned)NET_PROTOCOL_VERSION);
+	else if (t->cfg.on_join == NULL)
+		snprintf(reason, sizeof reason, "this member takes no join requests");
+	else if (t->cfg.on_join(t, url, a, reason, sizeof reason) == 0)
+		rv = net_join_answer_encode(a, buf, NET_JOIN_ANSWER_MAX_SIZE, &n);
+	else if (reason[0] == '\0')
+		snprintf(reason, sizeof reason, "refused");
+	if (rv == 0) {
+		tlog(t, NET_LOG_INFO, "member %" PRIx64 " at %s asked to join: answered",
+		     a->member_id, url);
+		inconn_final(c, NET_FRAME_JOIN_ANSWER, buf, n);
+	} else {
+		if (reason[0] == '\0')
+			snprintf(reason, sizeof reason, "cannot encode the answer");
+		t->stats.refused++;
+		tlog(t, NET_LOG_WARN, "join request from %s refused: %s", url, reason);
+		inconn_final(c, NET_FRAME_REFUSE, (const uint8_t *)reason, strlen(reason));
+	}
+	free(a);
+	free(buf);
+}
+
 static void inconn_on_read(struct net_stream *s, const uint8_t *buf, size_t len)
 {
 	struct inconn *c = net_stream_data(s);
@@ -793,7 +855,10 @@ static void inconn_on_read(struct net_stream *s, const uint8_t *buf, size_t len)
 			return;
 		}
 		if (!c->active) {
-			inconn_hello(c, &f);
+			if (f.type == NET_FRAME_JOIN)
+				inconn_join(c, &f);
+			else
+				inconn_hello(c, &f);
 			continue;
 		}
 		uint8_t want = c->channel == NET_CHANNEL_SNAP ? NET_FRAME_SNAP : NET_FRAME_MSG;
@@ -1046,4 +1111,140 @@ void net_transport_close(struct net_transport *t, net_transport_close_cb on_clos
 	}
 	uv_timer_stop(&t->timer);
 	uv_close((uv_handle_t *)&t->timer, timer_closed);
+}
+
+/* ---- joining: the new member's side ---- */
+
+struct join_req {
+	struct net_stream *stream;
+	uv_timer_t timer;
+	struct net_frame_decoder dec;
+	net_join_done_cb done;
+	void *data;
+	char self_url[NET_JOIN_URL_MAX + 1];
+	bool finished;
+	int open; /* handles not yet through their close */
+};
+
+static void join_unref(struct join_req *j)
+{
+	if (--j->open == 0) {
+		net_frame_decoder_free(&j->dec);
+		free(j);
+	}
+}
+
+static void join_timer_closed(uv_handle_t *h)
+{
+	join_unref(h->data);
+}
+
+static void join_stream_closed(struct net_stream *s)
+{
+	join_unref(net_stream_data(s));
+}
+
+static void join_finish(struct join_req *j, int status, const struct net_join_answer *a,
+			const char *reason)
+{
+	if (j->finished)
+		return;
+	j->finished = true;
+	j->done(j->data, status, a, reason);
+	uv_close((uv_handle_t *)&j->timer, join_timer_closed);
+	net_stream_close(j->stream);
+}
+
+static void join_on_timeout(uv_timer_t *t)
+{
+	join_finish(t->data, NET_ETIMEOUT, NULL, NULL);
+}
+
+static void join_on_connect(struct net_stream *s, int status)
+{
+	struct join_req *j = net_stream_data(s);
+	if (status != 0) {
+		join_finish(j, status, NULL, NULL);
+		return;
+	}
+	uint8_t frame[NET_FRAME_HEADER + NET_JOIN_MAX_SIZE];
+	size_t n = 0;
+	int rv = net_join_encode(j->self_url, frame + NET_FRAME_HEADER, NET_JOIN_MAX_SIZE, &n);
+	if (rv == 0) {
+		net_frame_header(frame, NET_FRAME_JOIN, frame + NET_FRAME_HEADER, (uint32_t)n);
+		rv = net_stream_write(s, frame, NET_FRAME_HEADER + n);
+	}
+	if (rv != 0)
+		join_finish(j, rv, NULL, NULL);
+}
+
+static void join_on_read(struct net_stream *s, const uint8_t *buf, size_t len)
+{
+	struct join_req *j = net_stream_data(s);
+	while (len > 0 && !j->finished) {
+		size_t used = 0;
+		struct net_frame f;
+		int rv = net_frame_decode(&j->dec, buf, len, &used, &f);
+		buf += used;
+		len -= used;
+		if (rv < 0) {
+			join_finish(j, rv, NULL, NULL);
+			return;
+		}
+		if (rv == 0)
+			return;
+		if (f.type == NET_FRAME_REFUSE) {
+			char reason[NET_REFUSE_MAX + 1];
+			net_refuse_text(f.payload, f.len, reason, sizeof reason);
+			join_finish(j, NET_EREFUSED, NULL, reason);
+			return;
+		}
+		struct net_join_answer *a = malloc(sizeof *a);
+		if (a == NULL) {
+			join_finish(j, NET_ENOMEM, NULL, NULL);
+			return;
+		}
+		rv = f.type == NET_FRAME_JOIN_ANSWER ? net_join_answer_decode(f.payload, f.len, a) :
+						       NET_EPROTO;
+		join_finish(j, rv, rv == 0 ? a : NULL, NULL);
+		free(a);
+	}
+}
+
+static void join_on_error(struct net_stream *s, int err)
+{
+	join_finish(net_stream_data(s), err == NET_ECLOSED ? NET_EPROTO : err, NULL, NULL);
+}
+
+int net_join_ask(uv_loop_t *loop, const char *url, const char *self_url,
+		 const struct net_stream_opts *opts, uint64_t timeout_ms, net_join_done_cb done,
+		 void *data)
+{
+	static const struct net_stream_cbs cbs = {
+		.on_connect = join_on_connect,
+		.on_read = join_on_read,
+		.on_error = join_on_error,
+		.on_close = join_stream_closed,
+	};
+	if (loop == NULL || url == NULL || self_url == NULL || done == NULL ||
+	    strlen(self_url) > NET_JOIN_URL_MAX)
+		return NET_EINVAL;
+	struct join_req *j = calloc(1, sizeof *j);
+	if (j == NULL)
+		return NET_ENOMEM;
+	snprintf(j->self_url, sizeof j->self_url, "%s", self_url);
+	j->done = done;
+	j->data = data;
+	net_frame_decoder_init(&j->dec, NET_JOIN_ANSWER_MAX_SIZE);
+	int rv = net_stream_connect(loop, url, opts, &cbs, j, &j->stream);
+	if (rv != 0) {
+		net_frame_decoder_free(&j->dec);
+		free(j);
+		return rv;
+	}
+	j->open = 2;
+	uv_timer_init(loop, &j->timer);
+	j->timer.data = j;
+	uv_timer_start(&j->timer, join_on_timeout, timeout_ms ? timeout_ms : 5000, 0);
+	return 0;
 }

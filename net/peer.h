@@ -63,7 +63,17 @@ typedef void (*net_log_cb)(void *data, enum net_log_level level, const char *msg
 typedef void (*net_recv_cb)(struct net_transport *t, uint64_t from, enum net_channel channel,
 			    const uint8_t *buf, size_t len);
 
+/* A connection to member `id` was refused: nothing listens at its address, so its process is
+ * gone (or not started yet). May send, add and remove peers; must not close the transport. */
+typedef void (*net_peer_down_cb)(struct net_transport *t, uint64_t id);
+
 typedef void (*net_transport_close_cb)(struct net_transport *t);
+
+/* A new member at peer_url asks to join (frame.h, "joining"). Fill *out (cluster id, the id of
+ * the member added with that URL, the current members) and return 0 to answer, or return
+ * non-zero with a reason in reason[0..cap) to refuse. Must not call the transport. */
+typedef int (*net_join_cb)(struct net_transport *t, const char *peer_url,
+			   struct net_join_answer *out, char *reason, size_t cap);
 
 /* Zero fields take the defaults in brackets. */
 struct net_transport_config {
@@ -84,8 +94,10 @@ struct net_transport_config {
 	struct net_stream_opts stream; /* per-connection options; .filter for TLS. high_water 0:
 					* 1 MiB; must be >= 64 KiB */
 	net_recv_cb on_recv;           /* required */
+	net_peer_down_cb on_peer_down; /* NULL: not told */
 	net_log_cb log;                /* NULL: lines on stderr */
 	void *data;                    /* the caller's, see net_transport_data */
+	net_join_cb on_join;           /* NULL: every join request is refused */
 };
 
 /* Counters of one peer. */
@@ -148,5 +160,20 @@ NET_API void net_transport_stats(const struct net_transport *t, struct net_trans
 /* Closes everything: the listener, every connection, every timer; queued messages are dropped.
  * on_close (may be NULL) runs from the loop once all handles are closed; then t is freed. */
 NET_API void net_transport_close(struct net_transport *t, net_transport_close_cb on_close);
+
+/* ---- joining (frame.h): the new member's side ----
+ *
+ * Dials url, sends a join request for self_url and calls done once: status 0 with the answer,
+ * NET_EREFUSED with the acceptor's reason (reason NULL: the TCP connection itself was
+ * refused), or the connection's error (NET_ETIMEOUT when no
+ * answer came within timeout_ms, 0: 5000). answer and reason are valid during the call only.
+ * opts may be NULL (its filter, if any, is TLS). Everything is closed when done returns, so a
+ * loop run until it has no more handles ends after it. Returns 0, or NET_EINVAL, NET_EADDR,
+ * NET_ENOMEM, NET_EIO with no callback to come. */
+typedef void (*net_join_done_cb)(void *data, int status, const struct net_join_answer *answer,
+				 const char *reason);
+NET_API int net_join_ask(uv_loop_t *loop, const char *url, const char *self_url,
+			 const struct net_stream_opts *opts, uint64_t timeout_ms,
+			 net_join_done_cb done, void *data);
 
 #endif /* CAIRN_NET_PEER_H */

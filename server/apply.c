@@ -1,6 +1,7 @@
 /* apply.c: one committed Request applied to the store (apply.h). */
 #include "apply.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -183,6 +184,272 @@ static int do_lease_checkpoint(struct kv_wtx *w, const Etcdserverpb__LeaseCheckp
 	return pack(&m.base, out);
 }
 
+/* ---- membership ------------------------------------------------------- */
+
+const char *const apply_member_errors[] = {
+	"etcdserver: member not found",
+	"etcdserver: member ID already exist",
+	"etcdserver: Peer URLs already exists",
+	"etcdserver: too many learner members in cluster",
+	"etcdserver: can only promote a learner member",
+	"etcdserver: can only promote a learner member which is in sync with leader",
+	"etcdserver: re-configuration failed due to not enough started members",
+	"etcdserver: given member URLs are invalid",
+	"etcdserver: unhealthy cluster",
+	"etcdserver: request timed out",
+	NULL,
+};
+
+enum { ERR_NOT_FOUND, ERR_ID_EXISTS, ERR_URL_EXISTS, ERR_LEARNERS, ERR_NOT_LEARNER };
+
+const char *apply_member_error(const char *msg)
+{
+	for (size_t i = 0; msg != NULL && apply_member_errors[i] != NULL; i++)
+		if (strcmp(msg, apply_member_errors[i]) == 0)
+			return apply_member_errors[i];
+	return NULL;
+}
+
+void apply_members_free(struct apply_members *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		etcdserverpb__member__free_unpacked(t->v[i], NULL);
+	free(t->v);
+	if (t->pending != NULL)
+		cairn__serverpb__member_change__free_unpacked(t->pending, NULL);
+	memset(t, 0, sizeof *t);
+}
+
+int apply_members_decode(const struct kv_members *km, struct apply_members *out)
+{
+	memset(out, 0, sizeof *out);
+	out->v = calloc(km->n ? km->n : 1, sizeof *out->v);
+	if (out->v == NULL)
+		return KV_ENOMEM;
+	for (size_t i = 0; i < km->n; i++) {
+		const struct kv_member *r = &km->v[i];
+		if (r->id == 0) {
+			out->pending =
+				cairn__serverpb__member_change__unpack(NULL, r->len, r->data);
+			if (out->pending == NULL)
+				goto corrupt;
+			continue;
+		}
+		Etcdserverpb__Member *mem = etcdserverpb__member__unpack(NULL, r->len, r->data);
+		if (mem == NULL)
+			goto corrupt;
+		out->v[out->n++] = mem;
+	}
+	return 0;
+corrupt:
+	apply_members_free(out);
+	return KV_ECORRUPT;
+}
+
+int apply_members_load_w(struct kv_wtx *w, struct apply_members *out)
+{
+	struct kv_members km;
+	memset(out, 0, sizeof *out);
+	int err = kv_members_list_w(w, &km);
+	if (err == 0)
+		err = apply_members_decode(&km, out);
+	kv_members_free(&km);
+	return err;
+}
+
+const Etcdserverpb__Member *apply_members_find(const struct apply_members *t, uint64_t id)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (t->v[i]->id == id)
+			return t->v[i];
+	return NULL;
+}
+
+int apply_member_put(struct kv_wtx *w, const Etcdserverpb__Member *mem)
+{
+	size_t n = etcdserverpb__member__get_packed_size(mem);
+	uint8_t *buf = malloc(n ? n : 1);
+	if (buf == NULL)
+		return KV_ENOMEM;
+	etcdserverpb__member__pack(mem, buf);
+	int err = kv_member_put(w, mem->id, buf, n);
+	free(buf);
+	return err;
+}
+
+int apply_members_response(const struct apply_members *t, const Etcdserverpb__ResponseHeader *h,
+			   int64_t revision, const Etcdserverpb__Member *added,
+			   struct apply_result *out)
+{
+	Etcdserverpb__ResponseHeader hdr = *h;
+	hdr.revision = revision;
+	if (added != NULL) {
+		Etcdserverpb__MemberAddResponse r = ETCDSERVERPB__MEMBER_ADD_RESPONSE__INIT;
+		r.header = &hdr;
+		r.member = (Etcdserverpb__Member *)added;
+		r.n_members = t->n;
+		r.members = t->v;
+		return pack(&r.base, out);
+	}
+	Etcdserverpb__MemberRemoveResponse r = ETCDSERVERPB__MEMBER_REMOVE_RESPONSE__INIT;
+	r.header = &hdr;
+	r.n_members = t->n;
+	r.members = t->v;
+	return pack(&r.base, out);
+}
+
+static bool urls_taken(const struct apply_members *t, const Etcdserverpb__Member *mem)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->v[i]->id == mem->id)
+			continue;
+		for (size_t a = 0; a < t->v[i]->n_peerurls; a++)
+			for (size_t b = 0; b < mem->n_peerurls; b++)
+				if (strcmp(t->v[i]->peerurls[a], mem->peerurls[b]) == 0)
+					return true;
+	}
+	return false;
+}
+
+/* etcd's checks of a change against the table, the same on every member:
+ * -1 accepted, else the index of the refusal in apply_member_errors. */
+static int member_check(struct kv_wtx *w, const struct apply_members *t,
+			const Cairn__Serverpb__MemberChange *mc, int *code, int *err)
+{
+	const Etcdserverpb__Member *mem = mc->member, *cur = apply_members_find(t, mem->id);
+	bool removed = false;
+	*code = 9; /* FAILED_PRECONDITION, etcd's code for most of these */
+	if ((*err = kv_member_removed_w(w, mem->id, &removed)) != 0)
+		return -1;
+	switch (mc->kind) {
+	case CAIRN__SERVERPB__MEMBER_CHANGE__KIND__ADD: {
+		if (removed) {
+			*code = 5;
+			return ERR_NOT_FOUND;
+		}
+		if (cur != NULL)
+			return ERR_ID_EXISTS;
+		if (urls_taken(t, mem))
+			return ERR_URL_EXISTS;
+		size_t learners = 0;
+		for (size_t i = 0; i < t->n; i++)
+			learners += t->v[i]->islearner != 0;
+		if (mem->islearner && learners >= 1) /* etcd's maxLearners */
+			return ERR_LEARNERS;
+		return -1;
+	}
+	case CAIRN__SERVERPB__MEMBER_CHANGE__KIND__UPDATE:
+		if (cur == NULL) {
+			*code = 5;
+			return ERR_NOT_FOUND;
+		}
+		return urls_taken(t, mem) ? ERR_URL_EXISTS : -1;
+	case CAIRN__SERVERPB__MEMBER_CHANGE__KIND__REMOVE:
+	case CAIRN__SERVERPB__MEMBER_CHANGE__KIND__PROMOTE:
+		if (cur == NULL) {
+			*code = 5;
+			return ERR_NOT_FOUND;
+		}
+		if (mc->kind == CAIRN__SERVERPB__MEMBER_CHANGE__KIND__PROMOTE && !cur->islearner)
+			return ERR_NOT_LEARNER;
+		return -1;
+	default:
+		return -1;
+	}
+}
+
+/* A member's own attributes: name and client URLs; its peer URLs only when
+ * the table has none for it (they change through MemberUpdate). */
+static int member_publish(struct kv_wtx *w, const struct apply_members *t,
+			  const Etcdserverpb__Member *in)
+{
+	const Etcdserverpb__Member *cur = apply_members_find(t, in->id);
+	if (cur == NULL)
+		return 0; /* removed meanwhile, or not added: nothing to publish */
+	Etcdserverpb__Member upd = *cur;
+	upd.name = in->name;
+	upd.n_clienturls = in->n_clienturls;
+	upd.clienturls = in->clienturls;
+	if (cur->n_peerurls == 0) {
+		upd.n_peerurls = in->n_peerurls;
+		upd.peerurls = in->peerurls;
+	}
+	return apply_member_put(w, &upd);
+}
+
+static int put_pending(struct kv_wtx *w, const Cairn__Serverpb__MemberChange *pc)
+{
+	size_t n = cairn__serverpb__member_change__get_packed_size(pc);
+	uint8_t *buf = malloc(n ? n : 1);
+	if (buf == NULL)
+		return KV_ENOMEM;
+	cairn__serverpb__member_change__pack(pc, buf);
+	int err = kv_member_put(w, 0, buf, n);
+	free(buf);
+	return err;
+}
+
+/* A change asked through the Cluster API is checked here and becomes the
+ * pending change (id 0), for the leader to settle (server/cluster.c); an
+ * ANSWER settles it, answering the proposer through this Request's id. */
+static int do_member(struct kv_wtx *w, const Cairn__Serverpb__Request *req,
+		     const Etcdserverpb__ResponseHeader *h, struct apply_result *out)
+{
+	const Cairn__Serverpb__MemberChange *mc = req->member_change;
+	struct apply_members t;
+	if (mc->kind != CAIRN__SERVERPB__MEMBER_CHANGE__KIND__ANSWER &&
+	    (mc->member == NULL || mc->member->id == 0))
+		return KV_EINVAL;
+	int err = apply_members_load_w(w, &t);
+	if (err != 0)
+		return err;
+	out->members_changed = true;
+	switch (mc->kind) {
+	case CAIRN__SERVERPB__MEMBER_CHANGE__KIND__PUBLISH:
+		err = member_publish(w, &t, mc->member);
+		break;
+	case CAIRN__SERVERPB__MEMBER_CHANGE__KIND__ANSWER:
+		if (t.pending != NULL && t.pending->proposer == mc->proposer &&
+		    t.pending->waiter == mc->waiter) {
+			err = kv_member_delete(w, 0);
+			if (err == KV_ENOTFOUND)
+				err = 0;
+		}
+		if (err == 0 && mc->code != 0) {
+			const char *msg = apply_member_error(mc->message);
+			out->code = (int)mc->code;
+			out->message = msg ? msg : "etcdserver: request timed out";
+		} else if (err == 0) {
+			err = current_revision(w, &out->revision);
+			if (err == 0)
+				err = apply_members_response(&t, h, out->revision, NULL, out);
+		}
+		break;
+	default: {
+		Cairn__Serverpb__MemberChange pc = *mc;
+		int code = 0;
+		int refusal = member_check(w, &t, mc, &code, &err);
+		if (err != 0)
+			break;
+		if (refusal >= 0) {
+			pc.code = (uint32_t)code;
+			pc.message = (char *)apply_member_errors[refusal];
+		} else if (mc->kind == CAIRN__SERVERPB__MEMBER_CHANGE__KIND__UPDATE) {
+			const Etcdserverpb__Member *cur = apply_members_find(&t, mc->member->id);
+			Etcdserverpb__Member upd = *cur;
+			upd.n_peerurls = mc->member->n_peerurls;
+			upd.peerurls = mc->member->peerurls;
+			err = apply_member_put(w, &upd);
+		}
+		if (err == 0)
+			err = put_pending(w, &pc);
+		break;
+	}
+	}
+	apply_members_free(&t);
+	return err;
+}
+
 int apply_request(struct kv_wtx *w, const Cairn__Serverpb__Request *req,
 		  const Etcdserverpb__ResponseHeader *h, struct apply_result *out)
 {
@@ -214,6 +481,9 @@ int apply_request(struct kv_wtx *w, const Cairn__Serverpb__Request *req,
 		break;
 	case CAIRN__SERVERPB__REQUEST__OP_RANGE:
 		err = do_range(w, req->range, h, &a, out);
+		break;
+	case CAIRN__SERVERPB__REQUEST__OP_MEMBER_CHANGE:
+		err = do_member(w, req, h, out);
 		break;
 	default:
 		err = KV_EINVAL; /* a Request with no operation: refused */

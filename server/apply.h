@@ -37,4 +37,32 @@ int apply_request(struct kv_wtx *w, const Cairn__Serverpb__Request *req,
 
 void apply_result_free(struct apply_result *r);
 
+/* ---- the member table (kv_mvcc.h, "Members") ----
+ * Each record is a packed etcdserverpb.Member; the record of id 0 is the
+ * change waiting to be settled (a packed MemberChange, server/cluster.c). */
+struct apply_members {
+	Etcdserverpb__Member **v; /* by increasing id */
+	size_t n;
+	Cairn__Serverpb__MemberChange *pending; /* NULL: none */
+};
+
+/* Decodes a listed table (a record that does not decode is KV_ECORRUPT). */
+int apply_members_decode(const struct kv_members *km, struct apply_members *out);
+/* The table as the batch w sees it. */
+int apply_members_load_w(struct kv_wtx *w, struct apply_members *out);
+void apply_members_free(struct apply_members *t);
+const Etcdserverpb__Member *apply_members_find(const struct apply_members *t, uint64_t id);
+/* Writes mem as its id's record. */
+int apply_member_put(struct kv_wtx *w, const Etcdserverpb__Member *mem);
+/* Packs etcd's answer to a Cluster call into out: MemberAddResponse when
+ * added is not NULL, else the layout MemberRemove, MemberUpdate and
+ * MemberPromote responses share (header, members). */
+int apply_members_response(const struct apply_members *t, const Etcdserverpb__ResponseHeader *h,
+			   int64_t revision, const Etcdserverpb__Member *added,
+			   struct apply_result *out);
+/* etcd's texts for the refusals of the Cluster calls (static strings). */
+extern const char *const apply_member_errors[];
+/* The static copy of msg among apply_member_errors, or NULL. */
+const char *apply_member_error(const char *msg);
+
 #endif /* CAIRN_SERVER_APPLY_H */

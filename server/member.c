@@ -216,8 +216,44 @@ static void on_tick(uv_timer_t *t)
 {
 	struct srv_member *m = t->data;
 	raft_tick(m->raft);
+	cluster_housekeeping(m);
 	if (m->n_waiters > 0 && (uv_now(m->loop) / m->heartbeat_ms) % 10 == 0)
 		expire_waiters(m);
+	member_kick(m);
+}
+
+static void on_campaign(uv_timer_t *t)
+{
+	struct srv_member *m = t->data;
+	struct raft_status rs;
+	raft_status(m->raft, &rs);
+	if (!m->stopping && rs.leader == 0 && rs.state != RAFT_LEADER) {
+		(void)raft_campaign(m->raft);
+		member_kick(m);
+	}
+}
+
+/* Connections to a peer are refused: if it is the leader, its process is
+ * gone. Rather than waiting out the election timeout, this follower ends
+ * the leader's lease (so it grants the others' votes) and campaigns after
+ * a random delay of up to a fifth of the election timeout, so that the
+ * followers, who all see the refusals, do not all campaign at once (pre-vote
+ * keeps a wrong guess harmless). */
+static void on_peer_down(struct net_transport *t, uint64_t id)
+{
+	struct srv_member *m = net_transport_data(t);
+	struct raft_status rs;
+	raft_status(m->raft, &rs);
+	if (m->stopping || rs.state == RAFT_LEADER || rs.leader != id || id == 0)
+		return;
+	raft_report_leader_down(m->raft, id);
+	struct srv_log_line l;
+	srv_log_begin(&l, SRV_LOG_INFO, "leader-unreachable");
+	srv_log_hex(&l, "leader", id);
+	srv_log_str(&l, "reason", "connection refused");
+	srv_log_end(&l);
+	uint64_t spread = m->election_ms / 5 ? m->election_ms / 5 : 1;
+	uv_timer_start(&m->campaign, on_campaign, rng_next(&m->rng) % spread, 0);
 	member_kick(m);
 }
 
@@ -484,7 +520,11 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	if (known < 0)
 		rv = -1;
 	if (rv == 0 && known == 0) {
-		rv = peers_from_config(m, cfg, err, err_len, &conf);
+		/* joining a running cluster: its members say who this one is */
+		if (cfg->initial_cluster_state == SRV_CLUSTER_EXISTING)
+			rv = cluster_join(m, cfg, err, err_len);
+		else
+			rv = peers_from_config(m, cfg, err, err_len, &conf);
 		if (rv == 0)
 			rv = members_write(m, err, err_len);
 	}
@@ -514,9 +554,14 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 		struct kv_wtx *w;
 		if (kv_txn_begin_write(m->kv, &w) == 0) {
 			(void)kv_set_ids(w, m->cluster_id, m->id);
+			if (cfg->initial_cluster_state == SRV_CLUSTER_NEW)
+				(void)cluster_seed(m, w); /* the founding members' records */
 			(void)kv_txn_commit(w, ks.applied_index);
 		}
 	}
+	/* the peers as the store's member table has them now */
+	if (rv == 0 && cluster_load_peers(m, err, err_len) != 0)
+		rv = -1;
 	m->applied = ks.applied_index;
 	m->revision = ks.revision;
 	m->rng = m->id ^ uv_hrtime();
@@ -559,13 +604,17 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	m->kick.data = m;
 	uv_timer_init(loop, &m->handoff);
 	m->handoff.data = m;
+	uv_timer_init(loop, &m->campaign);
+	m->campaign.data = m;
 	struct net_transport_config tc = {
 		.cluster_id = m->cluster_id,
 		.self_id = m->id,
 		.listen_url = cfg->listen_peer_urls.n ? cfg->listen_peer_urls.v[0].text : NULL,
 		.on_recv = on_peer_recv,
+		.on_peer_down = on_peer_down,
 		.log = on_net_log,
 		.data = m,
+		.on_join = cluster_on_join,
 	};
 	if (m->peer_tls.server != NULL) {
 		tc.stream.filter = net_tls_filter_factory;
@@ -686,8 +735,9 @@ void member_stop_now(struct srv_member *m)
 	}
 	m->closing += pipeline_close(m, on_worker_closed);
 	uv_handle_t *hs[] = { (uv_handle_t *)&m->tick, (uv_handle_t *)&m->retry,
-			      (uv_handle_t *)&m->kick, (uv_handle_t *)&m->handoff };
-	for (size_t i = 0; i < 4; i++) {
+			      (uv_handle_t *)&m->kick, (uv_handle_t *)&m->handoff,
+			      (uv_handle_t *)&m->campaign };
+	for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
 		if (hs[i]->loop == m->loop && !uv_is_closing(hs[i])) {
 			m->closing++;
 			uv_close(hs[i], on_handle_closed);

@@ -143,7 +143,8 @@ struct srv_member {
 	atomic_bool apply_stop;
 	uv_timer_t tick; /* every heartbeat */
 	uv_timer_t retry;
-	uv_timer_t handoff; /* bounds the leadership handoff at stop */
+	uv_timer_t handoff;  /* bounds the leadership handoff at stop */
+	uv_timer_t campaign; /* an election soon after the leader is known gone */
 	bool handoff_on;
 	uv_idle_t kick; /* runs process() once the current callback returns */
 	bool kick_on;
@@ -243,11 +244,11 @@ int cluster_register(struct srv_member *m);
 int cluster_seed(struct srv_member *m, struct kv_wtx *w);
 int cluster_join(struct srv_member *m, const struct srv_config *cfg, char *err, size_t len);
 int cluster_load_peers(struct srv_member *m, char *err, size_t len);
-/* cluster.c, the transport's callbacks: a new member's join request, and
- * the periodic settling of changes and publishing (loop thread). */
+/* cluster.c: the transport's callback for a new member's join request;
+ * and, every tick, the settling of pending changes and the publishing of
+ * this member's attributes (loop thread). */
 int cluster_on_join(struct net_transport *t, const char *peer_url, struct net_join_answer *out,
 		    char *reason, size_t cap);
-void cluster_housekeeping(struct net_transport *t);
-#define CLUSTER_HOUSEKEEPING_MS 100
+void cluster_housekeeping(struct srv_member *m);
 
 #endif /* CAIRN_SERVER_MEMBER_INT_H */

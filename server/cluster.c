@@ -774,6 +774,9 @@ int cluster_join(struct srv_member *m, const struct srv_config *cfg, char *err, 
 	}
 	uint64_t end = uv_hrtime() / 1000000u + JOIN_TIMEOUT_MS;
 	struct join_state js = { 0 };
+	/* https peer URLs: the join goes through TLS like the transport */
+	struct net_stream_opts tls = { .filter = net_tls_filter_factory,
+				       .filter_ctx = &m->peer_tls };
 	char last[NET_REFUSE_MAX + 160] = "no member answered";
 	bool answered = false;
 	while (!answered && uv_hrtime() / 1000000u < end) {
@@ -782,7 +785,8 @@ int cluster_join(struct srv_member *m, const struct srv_config *cfg, char *err, 
 			if (strcmp(cfg->initial_cluster_entries[i].name, cfg->name) == 0)
 				continue;
 			memset(&js, 0, sizeof js);
-			if (net_join_ask(&loop, url, self_url, NULL, 3000, on_join_done, &js) != 0)
+			if (net_join_ask(&loop, url, self_url, m->peer_tls.client ? &tls : NULL,
+					 3000, on_join_done, &js) != 0)
 				continue;
 			while (!js.done)
 				uv_run(&loop, UV_RUN_ONCE);

@@ -516,6 +516,9 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 			  strerror(errno));
 	if (rv == 0)
 		rv = lock_data_dir(m, err, err_len);
+	/* the peer TLS contexts first: joining a cluster dials its members */
+	if (rv == 0 && tls_contexts(m, cfg, err, err_len) != 0)
+		rv = -1;
 	int known = rv == 0 ? members_read(m, &conf, err, err_len) : -1;
 	if (known < 0)
 		rv = -1;
@@ -586,8 +589,6 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 		if (r != 0)
 			rv = fail(err, err_len, -1, "raft: %s", raft_strerror(r));
 	}
-	if (rv == 0 && tls_contexts(m, cfg, err, err_len) != 0)
-		rv = -1;
 	m->snapshot_count = cfg->snapshot_count;
 	if (rv == 0 && pipeline_start(m) != 0)
 		rv = fail(err, err_len, -1, "cannot start the storage threads");

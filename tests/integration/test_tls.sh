@@ -18,6 +18,9 @@
 #    member keeps serving.
 # 5. A member with a connection on each port that never starts its TLS handshake stops cleanly
 #    on SIGTERM (exit 0); the two others keep serving.
+# 6. A learner added with etcdctl member add joins over peer TLS (--initial-cluster-state
+#    existing: it asks the members for its identity through their TLS peer port) and receives the
+#    data.
 # Missing log lines (2, 3) are reported last, once every check of behaviour has run.
 source "$(dirname "$0")/lib.sh"
 
@@ -115,7 +118,7 @@ LOG_MISSING=()
 
 # ---- 1. three members over TLS ----------------------------------------------------------------
 
-mapfile -t P < <(it_ports 9)
+mapfile -t P < <(it_ports 12)
 declare -A EP
 cluster=""
 for i in 0 1 2; do
@@ -386,6 +389,37 @@ for n in "${others[@]}"; do
 done
 it_expect_eq "$(it_get "${EP[${others[0]}]}" "tls/after-stop/${others[1]}")" ok \
 	"tls/after-stop/${others[1]} through ${others[0]}"
+
+# ---- 6. a member that joins over peer TLS -----------------------------------------------------
+
+pki_leaf m4-client-port ca "$MEMBER_EXT"
+pki_leaf m4-peer ca "$MEMBER_EXT"
+c4=https://127.0.0.1:${P[9]} p4=https://127.0.0.1:${P[10]}
+ep=${EP[${others[0]}]}
+out=$(it_ctl "$ep" member add m4 --learner --peer-urls="$p4" 2>&1) ||
+	it_fail "member add m4 over TLS: $out"
+init=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' <<<"$out")
+[[ -n $init ]] || it_fail "member add printed no ETCD_INITIAL_CLUSTER: $out"
+IT_ARGS=(--name m4 --data-dir "$IT_TMP/m4.data"
+	--listen-client-urls "$c4" --advertise-client-urls "$c4"
+	--listen-peer-urls "$p4" --initial-advertise-peer-urls "$p4"
+	--initial-cluster "$init" --initial-cluster-state existing
+	--initial-cluster-token "it-tls-$$"
+	--cert-file "$PKI/m4-client-port.crt" --key-file "$PKI/m4-client-port.key"
+	--trusted-ca-file "$PKI/ca.crt" --client-cert-auth
+	--peer-cert-file "$PKI/m4-peer.crt" --peer-key-file "$PKI/m4-peer.key"
+	--peer-trusted-ca-file "$PKI/ca.crt" --peer-client-cert-auth)
+if [[ $IT_FLAVOUR == cairn ]]; then
+	IT_ARGS+=(--gossip-listen "127.0.0.1:${P[11]}")
+fi
+it_start m4 "${IT_ARGS[@]}"
+deadline=$((SECONDS + 20))
+until [[ $(it_get "$c4" tls/after-plain --consistency=s 2>/dev/null) == ok ]]; do
+	it_running m4 || it_fail "m4 exited while joining over TLS"
+	((SECONDS < deadline)) || it_fail "m4 has not the data 20 s after joining over TLS"
+	sleep 0.2
+done
+it_log "m4 joined over peer TLS and has the data"
 
 if ((${#LOG_MISSING[@]} > 0)); then
 	it_log "every check of behaviour passed; the logs lack:"

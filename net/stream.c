@@ -3,6 +3,7 @@
 #include "stream.h"
 
 #include <assert.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@ struct net_stream {
 	uv_tcp_t tcp;
 	uv_timer_t timer; /* connect/handshake deadline; once open, deferred work (defer_cb) */
 	uv_connect_t connect_req;
+	uv_getaddrinfo_t gai; /* a host name being resolved (counted in open_handles) */
+	uint16_t port;
 	uv_loop_t *loop;
 	struct net_stream_cbs cbs;
 	void *data;
@@ -55,6 +58,7 @@ struct net_stream {
 	bool reading;      /* uv_read_start is in effect */
 	bool want_drained; /* a write returned NET_EAGAIN: call on_drained at low water */
 	int open_handles;  /* handles not yet through their close callback */
+	bool resolving;    /* gai is in flight */
 	size_t queued;     /* bytes inside uv_write requests not yet completed */
 	bool eof;          /* the socket reached EOF (filtered streams report it after draining) */
 	bool shut;         /* net_stream_shutdown called: no more writes */
@@ -167,9 +171,25 @@ int net_url_parse(const char *url, struct net_url *out)
 	}
 	out->port = (uint16_t)port;
 
-	/* Numeric hosts only: check that the address parses now, not at connect time. */
+	/* A numeric address must parse now; anything else must be a host name (letters, digits,
+	 * '-' and '.'), resolved when it is dialed. */
 	struct sockaddr_storage ss;
-	return net_url_sockaddr(out, &ss);
+	if (out->ipv6 || net_url_sockaddr(out, &ss) == 0) {
+		return out->ipv6 ? net_url_sockaddr(out, &ss) : 0;
+	}
+	for (const char *c = out->host; *c != '\0'; c++) {
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || *c == '-' || *c == '.')) {
+			return NET_EADDR;
+		}
+	}
+	/* a name has a letter somewhere (999.1.1.1 is a bad address, not a name) */
+	if (out->host[0] == '-' || out->host[0] == '.' ||
+	    strpbrk(out->host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") == NULL) {
+		return NET_EADDR;
+	}
+	out->name = true;
+	return 0;
 }
 
 int net_url_sockaddr(const struct net_url *url, struct sockaddr_storage *out)
@@ -177,6 +197,22 @@ int net_url_sockaddr(const struct net_url *url, struct sockaddr_storage *out)
 	assert(url != NULL && out != NULL);
 	memset(out, 0, sizeof *out);
 	int rv;
+	if (url->name) {
+		/* resolved here, synchronously: for listeners, at start */
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+		struct addrinfo *res = NULL;
+		if (getaddrinfo(url->host, NULL, &hints, &res) != 0 || res == NULL) {
+			return NET_EADDR;
+		}
+		memcpy(out, res->ai_addr, res->ai_addrlen);
+		freeaddrinfo(res);
+		if (out->ss_family == AF_INET6) {
+			((struct sockaddr_in6 *)out)->sin6_port = htons(url->port);
+		} else {
+			((struct sockaddr_in *)out)->sin_port = htons(url->port);
+		}
+		return 0;
+	}
 	if (url->ipv6) {
 		rv = uv_ip6_addr(url->host, url->port, (struct sockaddr_in6 *)out);
 	} else {
@@ -276,9 +312,8 @@ static void stream_free(struct net_stream *s)
 	}
 }
 
-static void stream_handle_closed(uv_handle_t *h)
+static void stream_release(struct net_stream *s)
 {
-	struct net_stream *s = h->data;
 	assert(s->open_handles > 0);
 	if (--s->open_handles > 0) {
 		return;
@@ -289,6 +324,11 @@ static void stream_handle_closed(uv_handle_t *h)
 	stream_free(s);
 }
 
+static void stream_handle_closed(uv_handle_t *h)
+{
+	stream_release(h->data);
+}
+
 void net_stream_close(struct net_stream *s)
 {
 	assert(s != NULL);
@@ -297,6 +337,9 @@ void net_stream_close(struct net_stream *s)
 	}
 	s->state = ST_CLOSING;
 	listener_unlink(s);
+	if (s->resolving) {
+		(void)uv_cancel((uv_req_t *)&s->gai); /* its callback releases s */
+	}
 	/* uv_close cancels the connect request and every queued write; their callbacks run
 	 * (UV_ECANCELED) before the handle's close callback, so s outlives them. */
 	uv_close((uv_handle_t *)&s->tcp, stream_handle_closed);
@@ -839,6 +882,35 @@ static void connect_cb(uv_connect_t *req, int status)
 	stream_established(s);
 }
 
+/* A host name resolved: connect to its first address. */
+static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct net_stream *s = req->data;
+	s->resolving = false;
+	if (s->state != ST_CONNECTING || status == UV_ECANCELED) {
+		uv_freeaddrinfo(res);
+		stream_release(s); /* closed meanwhile, or past the deadline */
+		return;
+	}
+	int err = status < 0 || res == NULL ? NET_EADDR : 0;
+	if (err == 0) {
+		struct sockaddr_storage ss;
+		memset(&ss, 0, sizeof ss);
+		memcpy(&ss, res->ai_addr, res->ai_addrlen);
+		if (ss.ss_family == AF_INET6)
+			((struct sockaddr_in6 *)&ss)->sin6_port = htons(s->port);
+		else
+			((struct sockaddr_in *)&ss)->sin_port = htons(s->port);
+		int uvrv = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&ss,
+					  connect_cb);
+		err = uvrv == 0 ? 0 : map_uv_err(uvrv);
+	}
+	uv_freeaddrinfo(res);
+	s->open_handles--; /* the tcp and timer handles are still open: no free here */
+	if (err != 0)
+		stream_end(s, err);
+}
+
 int net_stream_connect(uv_loop_t *loop, const char *url, const struct net_stream_opts *opts,
 		       const struct net_stream_cbs *cbs, void *data, struct net_stream **out)
 {
@@ -854,7 +926,7 @@ int net_stream_connect(uv_loop_t *loop, const char *url, const struct net_stream
 		return NET_EADDR;
 	}
 	struct sockaddr_storage ss;
-	rv = net_url_sockaddr(&u, &ss);
+	rv = u.name ? 0 : net_url_sockaddr(&u, &ss);
 	if (rv != 0) {
 		return rv;
 	}
@@ -879,10 +951,23 @@ int net_stream_connect(uv_loop_t *loop, const char *url, const struct net_stream
 		assert(s->filter.ops != NULL);
 	}
 	s->connect_req.data = s;
-	int uvrv =
-		uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&ss, connect_cb);
+	int uvrv;
+	if (u.name) {
+		/* resolved on libuv's thread pool; the connect deadline covers it */
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+		s->gai.data = s;
+		s->port = u.port;
+		uvrv = uv_getaddrinfo(loop, &s->gai, resolved_cb, u.host, NULL, &hints);
+		if (uvrv == 0) {
+			s->resolving = true;
+			s->open_handles++;
+		}
+	} else {
+		uvrv = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&ss,
+				      connect_cb);
+	}
 	if (uvrv != 0) {
-		rv = map_uv_err(uvrv);
+		rv = u.name ? NET_EADDR : map_uv_err(uvrv);
 		goto err_close;
 	}
 	uv_timer_start(&s->timer, deadline_cb, o.connect_timeout_ms, 0);

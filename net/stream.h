@@ -35,16 +35,20 @@
 struct net_url {
 	bool tls;                        /* https://; http:// is plain */
 	bool ipv6;                       /* host was a bracketed literal: [::1]:2380 */
+	bool name;                       /* host is a name, resolved when dialed (uv_getaddrinfo) */
 	uint16_t port;                   /* never 0 in a dial URL; 0 lets a listener pick one */
-	char host[NET_URL_HOST_MAX + 1]; /* numeric address, without brackets, NUL-terminated */
+	char host[NET_URL_HOST_MAX + 1]; /* address or name, without brackets, NUL-terminated */
 };
 
-/* Parses "http://127.0.0.1:2380", "https://[::1]:2379". Hosts must be numeric addresses: no
- * name resolution is done here (it would need uv_getaddrinfo and an asynchronous step).
- * Returns 0, NET_EINVAL (NULL argument) or NET_EADDR (anything else). Writes only *out. */
+/* Parses "http://127.0.0.1:2380", "https://[::1]:2379", "http://node-1.example:2380". A host
+ * that is not a numeric address must be a name (letters, digits, '-', '.'): it is not resolved
+ * here; net_stream_connect resolves it without blocking the loop (uv_getaddrinfo, within the
+ * connect timeout), a listener at open. Returns 0, NET_EINVAL (NULL argument) or NET_EADDR
+ * (anything else). Writes only *out. */
 NET_API int net_url_parse(const char *url, struct net_url *out);
 
-/* Fills *out (a struct sockaddr_storage) from a parsed URL. Returns 0 or NET_EADDR. */
+/* Fills *out (a struct sockaddr_storage) from a parsed URL; a name is resolved synchronously
+ * (its first address). Returns 0 or NET_EADDR. */
 NET_API int net_url_sockaddr(const struct net_url *url, struct sockaddr_storage *out);
 
 /* ---- the filter interface (TLS sits here) ---- */

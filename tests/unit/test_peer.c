@@ -318,7 +318,7 @@ static void test_three_members(void **state)
 	assert_int_equal(net_transport_send(m[0].t, 99, b, sizeof b), NET_ENOTFOUND);
 	assert_int_equal(net_transport_add_peer(m[0].t, 1, "http://127.0.0.1:1"), NET_EINVAL);
 	assert_int_equal(net_transport_add_peer(m[0].t, 0, "http://127.0.0.1:1"), NET_EINVAL);
-	assert_int_equal(net_transport_add_peer(m[0].t, 7, "http://x:1"), NET_EADDR);
+	assert_int_equal(net_transport_add_peer(m[0].t, 7, "http://x_y:1"), NET_EADDR);
 	assert_int_equal(net_transport_remove_peer(m[0].t, 99), NET_ENOTFOUND);
 	for (int i = 0; i < 3; i++) {
 		m_close(&m[i]);

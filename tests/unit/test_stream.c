@@ -236,7 +236,9 @@ static void test_url_parse(void **state)
 		"http://127.0.0.1:123456",
 		"http://127.0.0.1:80x",
 		"http://127.0.0.1:80/path",
-		"http://localhost:2380", /* names are not resolved here */
+		"http://bad_name:2380",
+		"http://-lead.example:2380",
+		"http://a b:2380",
 		"http://[::1:2380",
 		"http://[::1]2380",
 		"http://::1:2380",
@@ -248,6 +250,14 @@ static void test_url_parse(void **state)
 		assert_int_equal(net_url_parse(bad[i], &u), NET_EADDR);
 	}
 	assert_int_equal(net_url_parse(NULL, &u), NET_EINVAL);
+	/* A host name is kept as it is, to be resolved when it is dialed. */
+	assert_int_equal(net_url_parse("https://node-1.example:2380/", &u), 0);
+	assert_true(u.name);
+	assert_true(u.tls);
+	assert_string_equal(u.host, "node-1.example");
+	assert_int_equal(u.port, 2380);
+	assert_int_equal(net_url_parse("http://127.0.0.1:1", &u), 0);
+	assert_false(u.name);
 }
 
 /* Bytes written by a client come back from an echoing server, in order, in pieces. */
@@ -418,11 +428,36 @@ static void test_connect_refused(void **state)
 	assert_int_equal(c.status, NET_EREFUSED);
 	end_close(&loop, &c);
 
+	/* The same through a host name, resolved without blocking the loop. */
+	struct end byname = { 0 };
+	assert_int_equal(net_stream_connect(&loop, url_of(url, sizeof url, "localhost", port), NULL,
+					    &end_cbs, &byname, &byname.s),
+			 0);
+	assert_true(run_until(&loop, flag_set, &byname.failed, 4000));
+	assert_int_equal(byname.status, NET_EREFUSED);
+	end_close(&loop, &byname);
+
+	/* A name that does not resolve fails the connect (or its deadline), after the call. */
+	struct end noname = { 0 };
+	assert_int_equal(net_stream_connect(&loop, "http://nowhere.invalid:1", NULL, &end_cbs,
+					    &noname, &noname.s),
+			 0);
+	assert_true(run_until(&loop, flag_set, &noname.failed, 10000));
+	assert_true(noname.status == NET_EADDR || noname.status == NET_ETIMEOUT);
+	end_close(&loop, &noname);
+
+	/* Closed while the name is being resolved: freed once the resolution returns. */
+	struct end early = { 0 };
+	assert_int_equal(net_stream_connect(&loop, url_of(url, sizeof url, "localhost", port), NULL,
+					    &end_cbs, &early, &early.s),
+			 0);
+	end_close(&loop, &early);
+
 	/* Errors found before any I/O come back at once, with nothing to close. */
 	struct net_stream *s = NULL;
 	assert_int_equal(net_stream_connect(&loop, "http://127.0.0.1:0", NULL, &end_cbs, &c, &s),
 			 NET_EADDR);
-	assert_int_equal(net_stream_connect(&loop, "http://nowhere:1", NULL, &end_cbs, &c, &s),
+	assert_int_equal(net_stream_connect(&loop, "http://no_where:1", NULL, &end_cbs, &c, &s),
 			 NET_EADDR);
 	struct net_stream_opts bad = { .high_water = 100, .low_water = 100 };
 	assert_int_equal(net_stream_connect(&loop, "http://127.0.0.1:1", &bad, &end_cbs, &c, &s),

@@ -5,9 +5,22 @@
  * (T0[i] = i shifted eight times through the polynomial, Tk[i] =
  * (Tk-1[i] >> 8) ^ T0[Tk-1[i] & 0xff]), so there is no init step and no race
  * between threads; test_wal checks the standard value 0xE3069283 of
- * "123456789" and agreement with a bitwise reference on random buffers. */
+ * "123456789" and agreement with a bitwise reference on random buffers.
+ *
+ * On x86-64 with SSE4.2 the CRC32 instruction computes the same function at
+ * 8 bytes per instruction, several times faster than the tables: every peer
+ * frame (an AppendEntries of a thousand 1 KiB puts is 1 MiB) and every WAL
+ * record goes through here, on the loop thread and the storage thread. The
+ * choice is made per call from the CPU features the runtime read at start-up
+ * (__builtin_cpu_supports), so it needs no init step either. */
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+#define CRC32C_HW 1
+#endif
 
 #include "crc32c.h"
 
@@ -374,7 +387,44 @@ static const uint32_t crc32c_table[8][256] = {
 	},
 };
 
+#ifdef CRC32C_HW
+/* The CRC32 instruction uses the same reflected polynomial 0x82F63B78, with
+ * the same pre- and post-inversion left to the caller. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t c, const uint8_t *p,
+							       size_t len)
+{
+	while (len > 0 && ((uintptr_t)p & 7u) != 0) {
+		c = _mm_crc32_u8(c, *p++);
+		len--;
+	}
+	uint64_t c64 = c;
+	while (len >= 8) {
+		uint64_t w;
+		memcpy(&w, p, sizeof w); /* aligned by now; memcpy keeps it defined */
+		c64 = _mm_crc32_u64(c64, w);
+		p += 8;
+		len -= 8;
+	}
+	c = (uint32_t)c64;
+	while (len > 0) {
+		c = _mm_crc32_u8(c, *p++);
+		len--;
+	}
+	return c;
+}
+#endif
+
 uint32_t cairn_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+#ifdef CRC32C_HW
+	if (__builtin_cpu_supports("sse4.2")) {
+		return ~crc32c_sse42(~crc, buf, len);
+	}
+#endif
+	return cairn__crc32c_sw(crc, buf, len);
+}
+
+uint32_t cairn__crc32c_sw(uint32_t crc, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 	uint32_t c = ~crc;

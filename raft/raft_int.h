@@ -38,6 +38,7 @@ struct raft__arena {
 	const struct raft_heap *heap;
 	struct raft__arena_block *head;  /* current block */
 	struct raft__arena_block *spare; /* reused after reset */
+	size_t spare_bytes;              /* sum of the spare blocks' sizes */
 	size_t used;                     /* bytes handed out since reset */
 };
 

@@ -100,6 +100,8 @@ static struct raft__arena_block *take_spare(struct raft__arena *a, size_t size)
 		struct raft__arena_block *b = *pp;
 		if (b->size >= size) {
 			*pp = b->next;
+			RAFT_ASSERT(a->spare_bytes >= b->size);
+			a->spare_bytes -= b->size;
 			return b;
 		}
 		pp = &b->next;
@@ -134,12 +136,11 @@ void *raft__arena_alloc(struct raft__arena *a, size_t size)
 	return p;
 }
 
+/* Runs at every advance: it costs one step per block used by the update, not
+ * one per spare block (up to ARENA_KEEP / ARENA_BLOCK of them). */
 void raft__arena_reset(struct raft__arena *a)
 {
-	size_t kept = 0;
-	for (struct raft__arena_block *s = a->spare; s != NULL; s = s->next) {
-		kept += s->size;
-	}
+	size_t kept = a->spare_bytes;
 	struct raft__arena_block *b = a->head;
 	while (b != NULL) {
 		struct raft__arena_block *next = b->next;
@@ -153,6 +154,7 @@ void raft__arena_reset(struct raft__arena *a)
 		b = next;
 	}
 	a->head = NULL;
+	a->spare_bytes = kept;
 	a->used = 0;
 }
 
@@ -164,6 +166,7 @@ void raft__arena_close(struct raft__arena *a)
 		raft__free(a->heap, a->spare);
 		a->spare = next;
 	}
+	a->spare_bytes = 0;
 }
 
 /* Entry data blocks (see struct raft__block). */

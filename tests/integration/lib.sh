@@ -14,6 +14,32 @@
 # about Cairn's own texts and files are then skipped, each with a line saying so.
 #
 # Environment: IT_KEEP=1 keeps $IT_TMP (data dirs and logs) after the test.
+#
+# Helpers for clusters and clients under faults (test_five, test_kill, test_snapshot):
+#   it_cluster_init <n> <token>          ports and names of an n-member cluster formed with
+#                                        --initial-cluster: IT_NAMES (m1 .. mn), IT_EP[name]
+#                                        (client URL), IT_PEER[name] (peer URL), IT_CPORT,
+#                                        IT_PPORT, IT_GPORT[name] (client, peer, gossip ports),
+#                                        IT_ALL (every client URL, comma-separated)
+#   it_cluster_args <name> [flags]       IT_ARGS of that member, the same at first start and at
+#                                        a restart, extra flags appended
+#   it_cluster_start <secs> [flags]      starts every member, waits until each is healthy
+#   it_leader_of <endpoint>              the leader id a member reports (0: none, or no answer)
+#   it_wait_leader <secs> <not> <ep...>  waits until every endpoint names one leader, other than
+#                                        <not> (an id, or 0); sets IT_LEADER
+#   it_writer_start <name> <endpoints> <prefix> <count> <secs>
+#                                        a background client: etcdctl put <prefix>k<i> v<i>, one
+#                                        at a time, bounded in count and time; each acknowledged
+#                                        put is appended to $IT_TMP/<name>.acked ("key value")
+#   it_writer_stop <name>                stops it (bounded) and waits for its exit
+#   it_acked <name>                      how many puts it has had acknowledged
+#   it_wait_acked <name> <n> <secs>      waits for n acknowledgements
+#   it_check_acked <endpoint> <name> <what> [etcdctl get flags]
+#                                        every acknowledged put reads back with its value
+#   it_txn_puts <endpoint> <prefix> <from> <n> [width]
+#                                        one txn (etcdctl's stdin form) of n <= 128 puts,
+#                                        <prefix><i> = v<i> for i in [from, from+n), i padded
+#                                        to width digits (default 6)
 
 set -euo pipefail
 
@@ -39,6 +65,7 @@ IT_TMP=$(mktemp -d "${TMPDIR:-/tmp}/cairn-it.XXXXXX")
 IT_START=${EPOCHREALTIME/./} # microseconds (bash 5)
 declare -A IT_PID=() # member name -> pid of its running process
 IT_RC=0              # exit status collected by the last it_wait_exit
+IT_LEADER=""         # the leader's member id found by the last it_wait_leader
 
 it_log() {
 	local us=$((${EPOCHREALTIME/./} - IT_START))
@@ -266,4 +293,188 @@ it_put() {
 	local out
 	out=$(it_ctl "$1" put "$2" "$3") || it_fail "put $2 through $1 failed: $out"
 	it_expect_eq "$out" OK "put $2 through $1"
+}
+
+# it_leader_of <endpoint>: the leader id the member reports; 0 when it names none or does not
+# answer.
+it_leader_of() {
+	it_status "$1" leader 2>/dev/null || echo 0
+}
+
+# it_wait_leader <seconds> <excluded id> <endpoint...>: waits until every endpoint reports the
+# same leader, non-zero and other than <excluded id> (0 excludes nothing); IT_LEADER is its id.
+# Fails the test after <seconds>.
+it_wait_leader() {
+	local secs=$1 not=$2
+	shift 2
+	local deadline=$((SECONDS + secs))
+	local ep first got all
+	while :; do
+		first="" all=""
+		for ep in "$@"; do
+			got=$(it_leader_of "$ep")
+			all+="${all:+ }$got"
+			if [[ $got == 0 || $got == "$not" ]] || [[ -n $first && $got != "$first" ]]; then
+				first=none
+			fi
+			[[ -n $first ]] || first=$got
+		done
+		if [[ $first != none ]]; then
+			# shellcheck disable=SC2034 # read by the tests
+			IT_LEADER=$first
+			return 0
+		fi
+		((SECONDS < deadline)) ||
+			it_fail "no common leader (other than $not) within $secs s; members report: $all"
+		sleep 0.1
+	done
+}
+
+# it_writer_start <name> <endpoints> <prefix> <count> <seconds>: a background client putting
+# <prefix>k<i> = v<i> for i = 0, 1, ... through etcdctl (every endpoint given, so it fails over),
+# one put at a time. Each put etcdctl acknowledged (printed OK for) is appended to
+# $IT_TMP/<name>.acked as "key value", after the acknowledgement. It stops after <count> puts,
+# after <seconds>, or once $IT_TMP/<name>.stop exists; its pid is IT_PID[<name>], so the EXIT
+# trap kills it (and its etcdctl) on every path.
+it_writer_start() {
+	local name=$1 eps=$2 prefix=$3 count=$4 secs=$5
+	: >"$IT_TMP/$name.acked"
+	printf '%s\n' "$prefix" >"$IT_TMP/$name.prefix"
+	rm -f "$IT_TMP/$name.stop"
+	(
+		deadline=$((SECONDS + secs))
+		for ((i = 0; i < count && SECONDS < deadline; i++)); do
+			[[ ! -e $IT_TMP/$name.stop ]] || break
+			if [[ $(timeout 10 "$IT_ETCDCTL" --endpoints="$eps" --dial-timeout=1s \
+				--command-timeout=2s put "${prefix}k$i" "v$i" 2>>"$IT_TMP/$name.log") == OK ]]; then
+				echo "${prefix}k$i v$i" >>"$IT_TMP/$name.acked"
+			fi
+		done
+	) &
+	IT_PID[$name]=$!
+	it_log "started writer $name (pid ${IT_PID[$name]}): ${prefix}k<i>, at most $count puts, $secs s"
+}
+
+# it_writer_stop <name>: asks the writer to stop and waits for it (its put in flight ends
+# within etcdctl's own timeouts).
+it_writer_stop() {
+	touch "$IT_TMP/$1.stop"
+	it_wait_exit "$1" 30 || it_fail "writer $1 did not stop within 30 s"
+	it_log "writer $1: $(it_acked "$1") puts acknowledged"
+}
+
+# it_acked <name>: the number of puts writer <name> has had acknowledged.
+it_acked() {
+	wc -l <"$IT_TMP/$1.acked"
+}
+
+# it_wait_acked <name> <count> <seconds>: waits until the writer has <count> acknowledgements;
+# fails the test after <seconds>, or if the writer ended first.
+it_wait_acked() {
+	local name=$1 want=$2 secs=$3
+	local deadline=$((SECONDS + secs))
+	while (($(it_acked "$name") < want)); do
+		((SECONDS < deadline)) ||
+			it_fail "writer $name: $(it_acked "$name") puts acknowledged, want $want within $secs s"
+		if ! it_running "$name" && (($(it_acked "$name") < want)); then
+			it_fail "writer $name ended with $(it_acked "$name") puts acknowledged, want $want"
+		fi
+		sleep 0.05
+	done
+}
+
+# it_check_acked <endpoint> <name> <what> [etcdctl get flags]: every put writer <name> had
+# acknowledged reads back through <endpoint> with its value (one get of the writer's prefix
+# range, so its keys are compared to the file, not fetched one by one).
+it_check_acked() {
+	local ep=$1 name=$2 what=$3
+	shift 3
+	local acked=$IT_TMP/$name.acked
+	[[ -s $acked ]] || it_fail "$what: writer $name has no acknowledged put to check"
+	local prefix out missing
+	prefix=$(<"$IT_TMP/$name.prefix")
+	out=$(it_ctl "$ep" --command-timeout=20s get "${prefix}k" --prefix -w json "$@") ||
+		it_fail "$what: get --prefix ${prefix}k through $ep failed"
+	missing=$(python3 -c '
+import base64, json, sys
+d = json.loads(sys.stdin.read())
+have = {base64.b64decode(k["key"]).decode(): base64.b64decode(k["value"]).decode()
+        for k in d.get("kvs", [])}
+bad = []
+for line in open(sys.argv[1]):
+    k, v = line.split()
+    if have.get(k) != v:
+        bad.append("%s(%s)" % (k, have.get(k, "absent")))
+print(" ".join(bad[:20]) + (" and %d more" % (len(bad) - 20) if len(bad) > 20 else ""))
+' "$acked" <<<"$out")
+	[[ -z $missing ]] || it_fail "$what: acknowledged puts not read back: $missing"
+	it_log "$what: all $(it_acked "$name") acknowledged puts of $name read back"
+}
+
+# it_txn_puts <endpoint> <prefix> <from> <n> [width]: one txn in etcdctl's stdin form (no
+# compare, n puts on success, none on failure): <prefix><i> = v<i> for i in [from, from + n),
+# i zero-padded to <width> digits (default 6). n is at most 128 (etcd's --max-txn-ops). Fails the
+# test unless etcdctl reports SUCCESS.
+it_txn_puts() {
+	local ep=$1 prefix=$2 from=$3 n=$4 width=${5:-6}
+	local out i
+	((n >= 1 && n <= 128)) || it_fail "it_txn_puts: $n puts (1 to 128)"
+	out=$({
+		echo
+		for ((i = from; i < from + n; i++)); do
+			printf 'put %s%0*d v%d\n' "$prefix" "$width" "$i" "$i"
+		done
+		printf '\n\n'
+	} | it_ctl "$ep" --command-timeout=20s txn 2>&1) ||
+		it_fail "txn of $n puts from $prefix$from through $ep failed: ${out:0:300}"
+	[[ $out == SUCCESS* ]] || it_fail "txn of $n puts from $prefix$from: ${out:0:300}"
+}
+
+# it_cluster_init <n> <token>: picks the ports of an n-member cluster and sets IT_NAMES (m1 ..
+# mn), IT_EP[<name>] (its client URL), IT_PEER[<name>] (its peer URL), IT_ALL (every client URL,
+# comma-separated) and IT_CLUSTER (the --initial-cluster value). <token> is appended with the
+# test's pid to make --initial-cluster-token.
+declare -a IT_NAMES=()
+declare -A IT_EP=() IT_PEER=() IT_CPORT=() IT_PPORT=() IT_GPORT=()
+IT_ALL="" IT_CLUSTER="" IT_TOKEN=""
+it_cluster_init() {
+	local n=$1 i name
+	local -a ports
+	mapfile -t ports < <(it_ports $((3 * n)))
+	((${#ports[@]} == 3 * n)) || it_fail "it_cluster_init: no free ports"
+	IT_NAMES=() IT_ALL="" IT_CLUSTER="" IT_TOKEN="$2-$$"
+	for ((i = 0; i < n; i++)); do
+		name=m$((i + 1))
+		IT_NAMES+=("$name")
+		IT_CPORT[$name]=${ports[i]}
+		IT_PPORT[$name]=${ports[n + i]}
+		IT_GPORT[$name]=${ports[2 * n + i]}
+		IT_EP[$name]=http://127.0.0.1:${ports[i]}
+		IT_PEER[$name]=http://127.0.0.1:${ports[n + i]}
+		IT_ALL+="${IT_ALL:+,}${IT_EP[$name]}"
+		IT_CLUSTER+="${IT_CLUSTER:+,}$name=${IT_PEER[$name]}"
+	done
+}
+
+# it_cluster_args <name> [extra flags]: IT_ARGS of that member of the it_cluster_init cluster.
+it_cluster_args() {
+	local name=$1
+	shift
+	it_member_args "$name" "${IT_CPORT[$name]}" "${IT_PPORT[$name]}" "${IT_GPORT[$name]}"
+	IT_ARGS+=(--initial-cluster "$IT_CLUSTER" --initial-cluster-state new
+		--initial-cluster-token "$IT_TOKEN" "$@")
+}
+
+# it_cluster_start <seconds> [extra flags]: starts every member of the it_cluster_init cluster
+# and waits (each at most <seconds>) until each is healthy.
+it_cluster_start() {
+	local secs=$1 name
+	shift
+	for name in "${IT_NAMES[@]}"; do
+		it_cluster_args "$name" "$@"
+		it_start "$name" "${IT_ARGS[@]}"
+	done
+	for name in "${IT_NAMES[@]}"; do
+		it_wait_healthy "$name" "${IT_EP[$name]}" "$secs"
+	done
 }

@@ -98,11 +98,11 @@ struct net_grpc_listener_stats {
 #define NET_GRPC_LISTENER_MAX_CONNECTIONS ((size_t)1 << 20)
 #define NET_GRPC_LISTENER_MAX_CHUNK ((size_t)1 << 20)
 
-/* Listens on `url` (http:// or https://, numeric host; port 0 picks one, see
+/* Listens on `url` (http:// or https://, an address or a host name; port 0 picks one, see
  * net_grpc_listener_port) and serves `srv` on every connection. `tls` is required for https://
  * and must be NULL for http://; its server context is used. opts may be NULL (defaults) and is
  * copied. Returns 0 and *out (owned by the caller until net_grpc_listener_close's callback), or
- * NET_EINVAL (bad options, tls not matching the scheme), NET_EADDR, NET_ENOMEM, NET_EIO with
+ * NET_EINVAL (bad options, tls not matching the scheme), NET_EADDR, NET_EADDRINUSE, NET_ENOMEM, NET_EIO with
  * nothing allocated. */
 NET_API int net_grpc_listener_open(uv_loop_t *loop, const char *url, struct net_grpc_server *srv,
 				   struct net_tls_filter_ctx *tls,

@@ -21,7 +21,8 @@
 	X(REFUSED, 12, "connection refused")   \
 	X(UNAVAILABLE, 13, "peer unavailable") \
 	X(LIMIT, 14, "limit reached")          \
-	X(NOTFOUND, 15, "not found")
+	X(NOTFOUND, 15, "not found")           \
+	X(ADDRINUSE, 16, "address already in use")
 
 enum net_errno {
 #define NET__ERRNO_ENUM(name, num, msg) NET_E##name = -(num),

@@ -121,7 +121,7 @@ struct net_transport_stats {
 };
 
 /* Creates a transport on loop and, with listen_url, starts listening. cfg is copied (the URL
- * string too). Returns 0 and *out, or NET_EINVAL, NET_EADDR (bad URL, port in use), NET_ENOMEM,
+ * string too). Returns 0 and *out, or NET_EINVAL, NET_EADDR (bad URL), NET_EADDRINUSE (port in use), NET_ENOMEM,
  * NET_EIO; on error nothing is left but handles the loop closes on its next run. */
 NET_API int net_transport_open(uv_loop_t *loop, const struct net_transport_config *cfg,
 			       struct net_transport **out);

@@ -101,6 +101,7 @@ static int map_uv_err(int uverr)
 	case UV_ETIMEDOUT:
 		return NET_ETIMEOUT;
 	case UV_EADDRINUSE:
+		return NET_EADDRINUSE;
 	case UV_EADDRNOTAVAIL:
 	case UV_EAFNOSUPPORT:
 	case UV_EINVAL:

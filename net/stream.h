@@ -209,7 +209,7 @@ typedef void (*net_listener_close_cb)(struct net_listener *l);
  * with SO_REUSEADDR (libuv sets it on every TCP bind on Unix, so a restarted member can bind
  * its port while old connections sit in TIME_WAIT). backlog 0 means 128. stream_opts apply to
  * every accepted stream and are copied. data is the caller's. Returns 0, NET_EADDR (bad URL,
- * or the address is in use or not local), NET_EINVAL, NET_ENOMEM or NET_EIO. */
+ * or the address is not local), NET_EADDRINUSE, NET_EINVAL, NET_ENOMEM or NET_EIO. */
 NET_API int net_listener_open(uv_loop_t *loop, const char *url, int backlog,
 			      const struct net_stream_opts *stream_opts, net_accept_cb on_accept,
 			      void *data, struct net_listener **out);

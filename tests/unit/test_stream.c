@@ -471,7 +471,8 @@ static void test_connect_refused(void **state)
 	assert_int_equal(net_listener_open(
 				 &loop, url_of(url, sizeof url, "127.0.0.1", net_listener_port(l1)),
 				 0, NULL, srv_on_accept, &v2, &l2),
-			 NET_EADDR);
+			 NET_EADDRINUSE);
+	assert_string_equal(net_strerror(NET_EADDRINUSE), "address already in use");
 	listener_close(&loop, l1, &v1);
 	drain_and_close(&loop);
 }

@@ -391,6 +391,10 @@ KV_API void kv_lease_info_free(struct kv_lease_info *info);
  * unusable (every call then fails); kv_close still frees it. */
 KV_API int kv_snapshot_copy_fd(struct kv_store *s, int fd);
 KV_API int kv_snapshot_install(struct kv_store *s, const char *file);
+/* Checks that `file` is such a copy (KV_ECORRUPT, KV_ENOTFOUND if not) and
+ * gives the Raft index it records as applied: the index a copy taken beside
+ * a writer stands for. */
+KV_API int kv_snapshot_file_applied(const char *file, uint64_t *applied);
 
 /* ---- Compaction ------------------------------------------------------
  * kv_compact (a request in a batch, like etcd's Compact through Raft):

@@ -768,27 +768,44 @@ int kv_snapshot_copy_fd(struct kv_store *s, int fd)
 }
 
 /* Checks that file is an LMDB environment with our sub-databases, without
- * writing to it (MDB_NOLOCK: no lock file beside it). */
-static int snapshot_check(const char *file)
+ * writing to it (MDB_NOLOCK: no lock file beside it); *applied (if not NULL)
+ * gets the Raft index it records as applied. */
+static int snapshot_check(const char *file, uint64_t *applied)
 {
 	MDB_env *env;
 	MDB_txn *txn;
-	MDB_dbi dbi;
+	MDB_dbi dbi = 0;
 	int rc = mdb_env_create(&env);
 	if (rc != 0)
 		return mvcc__lmdb_err(rc);
+	int corrupt = 0;
 	if ((rc = mdb_env_set_maxdbs(env, 8)) == 0 &&
 	    (rc = mdb_env_open(env, file, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600)) == 0 &&
 	    (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) == 0) {
-		const char *names[] = { "rev", "key", "meta", "lease", "lease_key" };
+		const char *names[] = { "rev", "key", "lease", "lease_key", "meta" };
 		for (size_t i = 0; rc == 0 && i < sizeof names / sizeof names[0]; i++)
 			rc = mdb_dbi_open(txn, names[i], 0, &dbi);
+		if (rc == 0 && applied != NULL) {
+			/* dbi is "meta" */
+			MDB_val k = { strlen("applied"), (void *)"applied" }, v;
+			int grc = mdb_get(txn, dbi, &k, &v);
+			*applied = 0;
+			if (grc == 0 && v.mv_size == 8)
+				*applied = mvcc__be64_get(v.mv_data);
+			else if (grc != MDB_NOTFOUND)
+				corrupt = 1;
+		}
 		mdb_txn_abort(txn);
 	}
 	mdb_env_close(env);
 	if (rc == ENOENT)
 		return KV_ENOTFOUND;
-	return rc == 0 ? 0 : KV_ECORRUPT;
+	return rc == 0 && !corrupt ? 0 : KV_ECORRUPT;
+}
+
+int kv_snapshot_file_applied(const char *file, uint64_t *applied)
+{
+	return snapshot_check(file, applied);
 }
 
 int kv_snapshot_install(struct kv_store *s, const char *file)
@@ -796,7 +813,7 @@ int kv_snapshot_install(struct kv_store *s, const char *file)
 	char *path;
 	if (s->wtx != NULL)
 		return KV_EINVAL;
-	int err = snapshot_check(file);
+	int err = snapshot_check(file, NULL);
 	if (err != 0)
 		return err;
 	size_t n = strlen(s->dir) + sizeof "/data.mdb";

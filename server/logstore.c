@@ -271,11 +271,7 @@ static int snap_file_commit(struct logstore *ls, int fd, uint64_t index, uint64_
 
 /* The file a local snapshot is written to before logstore_snapshot_commit:
  * a .tmp name (deleted at open if left over) that staged chunks never use. */
-static void snap_local_name(char *buf, size_t len, uint64_t index, uint64_t term)
-{
-	snprintf(buf, len, "%016llx-%016llx.local.tmp", (unsigned long long)index,
-		 (unsigned long long)term);
-}
+#define SNAP_LOCAL_NAME "local.snap.tmp"
 
 /* Record the marker of a snapshot whose file is in place, then make it the
  * held one and delete the older files. */
@@ -775,15 +771,14 @@ static int snap_local_term(struct logstore *ls, uint64_t index, uint64_t *term)
 	return 0;
 }
 
-int logstore_snapshot_create(struct logstore *ls, uint64_t index, int *fd)
+int logstore_snapshot_create(struct logstore *ls, char *path, size_t len, int *fd)
 {
-	uint64_t term = 0;
-	char name[SNAP_NAME_LEN];
 	*fd = -1;
-	if (snap_local_term(ls, index, &term) != 0)
+	int k = snprintf(path, len, "%s/%s", ls->snap_dir, SNAP_LOCAL_NAME);
+	if (k < 0 || (size_t)k >= len)
 		return RAFT_EINVAL;
-	snap_local_name(name, sizeof name, index, term);
-	*fd = openat(ls->snap_dirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	*fd = openat(ls->snap_dirfd, SNAP_LOCAL_NAME, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+		     0644);
 	return *fd >= 0 ? 0 : RAFT_EIO;
 }
 
@@ -791,21 +786,16 @@ int logstore_snapshot_commit(struct logstore *ls, uint64_t index, const struct r
 			     int fd)
 {
 	uint64_t term = 0;
-	char name[SNAP_NAME_LEN];
 	struct stat st;
 	int rv = snap_local_term(ls, index, &term);
 	if (rv != 0 || conf == NULL || !conf_ok(conf) || fstat(fd, &st) != 0) {
 		ls_err(ls, "local snapshot at %llu: bad index (held %llu) or conf, or fstat failed",
 		       (unsigned long long)index, (unsigned long long)ls->snap.index);
 		close(fd);
-		if (term != 0) {
-			snap_local_name(name, sizeof name, index, term);
-			unlinkat(ls->snap_dirfd, name, 0);
-		}
+		unlinkat(ls->snap_dirfd, SNAP_LOCAL_NAME, 0);
 		return RAFT_EINVAL;
 	}
-	snap_local_name(name, sizeof name, index, term);
-	rv = snap_file_commit_from(ls, fd, name, index, term);
+	rv = snap_file_commit_from(ls, fd, SNAP_LOCAL_NAME, index, term);
 	if (rv != 0)
 		return rv;
 	return snap_record(ls, index, term, conf, (uint64_t)st.st_size);

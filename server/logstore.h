@@ -122,16 +122,18 @@ int logstore_snapshot_save(struct logstore *ls, uint64_t index, const struct raf
 			   logstore_snapshot_writer writer, void *ctx);
 
 /* A local snapshot in two steps, so that the long copy of the store runs
- * on a thread other than the storage thread:
- * logstore_snapshot_create (any thread, one snapshot at a time): opens a
- * new file for the snapshot at index (above the held one, in the log) and
- * gives its descriptor in *fd; the caller writes the data to it. RAFT_EINVAL
- * on a bad index, RAFT_EIO if the file cannot be created.
- * logstore_snapshot_commit (writer call): fsyncs and closes fd, renames the
- * file to the held name, records the marker (entries after index are
- * kept) and deletes older snapshot files, like logstore_snapshot_save.
- * fd is closed in every case. */
-int logstore_snapshot_create(struct logstore *ls, uint64_t index, int *fd);
+ * on a thread other than the storage thread, and its index can be learnt
+ * from the copy itself:
+ * logstore_snapshot_create (any thread, one snapshot at a time): creates
+ * the file for the copy (its path into path, len bytes) and gives its
+ * descriptor in *fd; the caller writes the data to it. RAFT_EINVAL if the
+ * path does not fit, RAFT_EIO if the file cannot be created.
+ * logstore_snapshot_commit (writer call): for the snapshot at index (above
+ * the held one, in the log: RAFT_EINVAL otherwise), fsyncs and closes fd,
+ * renames the file to the held name, records the marker (entries after
+ * index are kept) and deletes older snapshot files, like
+ * logstore_snapshot_save. fd is closed, and the file removed on failure. */
+int logstore_snapshot_create(struct logstore *ls, char *path, size_t len, int *fd);
 int logstore_snapshot_commit(struct logstore *ls, uint64_t index, const struct raft_conf *conf,
 			     int fd);
 

@@ -61,11 +61,11 @@ struct peer_info {
 };
 
 /* What the apply thread does with a batch (pipeline.c). */
-enum { BATCH_ENTRIES = 0, BATCH_INSTALL = 1, BATCH_SNAPSHOT = 2 };
+enum { BATCH_ENTRIES = 0, BATCH_INSTALL = 1 };
 
 /* A batch for the apply thread: committed entries (copied: the core owns
- * an update's until raft_advance), a snapshot to install, or a snapshot to
- * take. Results and the store's state after it come back with it. */
+ * an update's until raft_advance), or a snapshot to install. Results and
+ * the store's state after it come back with it. */
 struct apply_batch {
 	struct srv_job job;
 	struct srv_member *m;
@@ -76,14 +76,14 @@ struct apply_batch {
 	uint8_t *buf;
 	size_t buf_len, buf_cap;
 	size_t bytes;                   /* counted in apply_bytes */
-	struct raft_snapshot_meta snap; /* installed, or taken */
-	int snap_fd;                    /* BATCH_SNAPSHOT: the copy, for the storage thread */
+	struct raft_snapshot_meta snap; /* BATCH_INSTALL */
 	int err;
 	struct result *res; /* results of this member's Requests */
 	size_t n_res, cap_res;
-	uint64_t applied;     /* the store's applied index after the batch */
-	int64_t revision;     /* the store's revision after the batch */
-	bool members_changed; /* the member table changed (cluster.c) */
+	uint64_t applied;      /* the store's applied index after the batch */
+	struct raft_conf conf; /* the configuration as of that index */
+	int64_t revision;      /* the store's revision after the batch */
+	bool members_changed;  /* the member table changed (cluster.c) */
 };
 
 /* The storage thread's job for one update: step 2 of the contract. */
@@ -93,6 +93,24 @@ struct persist_job {
 	struct raft_update u;
 	int err;
 };
+
+/* The snapshot thread's job: a copy of the store, and the applied index
+ * the copy stands for. */
+struct snap_copy_job {
+	struct srv_job job;
+	struct srv_member *m;
+	char path[4200];
+	int fd;
+	uint64_t index;
+	int err;
+};
+
+/* The configuration from an applied index on, while a copy is taken. */
+struct conf_mark {
+	uint64_t applied;
+	struct raft_conf conf;
+};
+#define CONF_MARKS 16
 
 /* The storage thread's job for a local snapshot: record it, compact. */
 struct snap_commit_job {
@@ -131,8 +149,15 @@ struct srv_member {
 	struct apply_batch *aq_head, *aq_tail; /* queued, not yet submitted */
 	bool apply_busy;                       /* a batch is out to the apply thread */
 	unsigned installing;                   /* snapshot installs out: no reads of the store */
+	struct srv_worker *snapper;            /* the snapshot thread: copies of the store */
+	struct snap_copy_job copyjob;
 	struct snap_commit_job snapjob;
-	bool snap_busy; /* a local snapshot is being taken or recorded */
+	bool snap_busy;    /* a local snapshot is being taken or recorded */
+	bool snap_copying; /* the copy runs: no snapshot install starts meanwhile */
+	bool snap_copied;  /* the copy is done, waiting for its index to be applied here */
+	struct raft_conf conf_applied;      /* the configuration as of m->applied */
+	struct conf_mark marks[CONF_MARKS]; /* changes of conf_applied during a copy */
+	size_t n_marks;
 	uint64_t snapshot_count, snap_index;
 	struct held_read *reads; /* MAX_WAITERS */
 	size_t n_reads;

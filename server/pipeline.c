@@ -16,12 +16,16 @@
  * One batch is out to the apply thread at a time; entries committed while
  * it runs join the last queued batch, so a busy apply thread applies more
  * entries per transaction (and per fdatasync) rather than falling behind.
- * The apply thread applies each batch in one LMDB write transaction, and
- * takes local snapshots (a copy of the store, kv_snapshot_copy_fd) every
- * --snapshot-count entries; the storage thread then records the snapshot
- * and compacts the log, keeping a tail for followers that are a little
- * behind. A snapshot received from the leader is installed by the apply
- * thread, in order with the batches around it.
+ * The apply thread applies each batch in one LMDB write transaction. Every
+ * --snapshot-count entries a snapshot thread copies the store
+ * (kv_snapshot_copy_fd, from one read transaction, beside the apply
+ * thread's writes) and reads from the copy the applied index it stands
+ * for; once the loop has seen that index applied it knows the
+ * configuration then (the last change at or below it, recorded while the
+ * copy ran), and the storage thread records the snapshot and compacts the
+ * log, keeping a tail for followers that are a little behind. A snapshot
+ * received from the leader is installed by the apply thread, in order with
+ * the batches around it, and never while a copy runs.
  *
  * Failures: a persist that fails is retried until it succeeds (never
  * skipped); a batch that fails is retried on the apply thread, in place, so
@@ -78,8 +82,6 @@ static void batch_free(struct apply_batch *b)
 	free(b->res);
 	free(b->entries);
 	free(b->buf);
-	if (b->snap_fd >= 0)
-		close(b->snap_fd);
 	free(b);
 }
 
@@ -215,33 +217,14 @@ static int install_snapshot(struct apply_batch *b)
 	return err;
 }
 
-/* A copy of the store at the applied index, into a new snapshot file. */
-static int take_snapshot(struct apply_batch *b)
-{
-	struct srv_member *m = b->m;
-	b->snap.index = m->ap_applied;
-	b->snap.conf = m->ap_conf;
-	int err = logstore_snapshot_create(m->ls, b->snap.index, &b->snap_fd);
-	if (err != 0)
-		return KV_EINVAL;
-	err = kv_snapshot_copy_fd(m->kv, b->snap_fd);
-	if (err != 0) {
-		close(b->snap_fd);
-		b->snap_fd = -1;
-	}
-	return err;
-}
-
 static void apply_run(struct srv_job *job)
 {
 	struct apply_batch *b = (struct apply_batch *)job;
 	struct srv_member *m = b->m;
 	for (unsigned tries = 0;; tries++) {
 		batch_clear_results(b);
-		b->err = b->kind == BATCH_ENTRIES ? apply_entries(b) :
-			 b->kind == BATCH_INSTALL ? install_snapshot(b) :
-						    take_snapshot(b);
-		if (b->err == 0 || b->kind == BATCH_SNAPSHOT || atomic_load(&m->apply_stop))
+		b->err = b->kind == BATCH_ENTRIES ? apply_entries(b) : install_snapshot(b);
+		if (b->err == 0 || atomic_load(&m->apply_stop))
 			break;
 		/* a failure of this member (memory, a full disk): applied
 		 * again until it works; later batches wait behind it */
@@ -255,6 +238,7 @@ static void apply_run(struct srv_job *job)
 	if (b->err == 0) {
 		struct kv_status st;
 		b->applied = m->ap_applied;
+		b->conf = m->ap_conf;
 		if (kv_status(m->kv, &st) == 0)
 			b->revision = st.revision;
 	}
@@ -263,7 +247,7 @@ static void apply_run(struct srv_job *job)
 /* ---- the loop's side -------------------------------------------------------- */
 
 static void process(struct srv_member *m);
-static void snapshot_commit(struct srv_member *m, struct apply_batch *b);
+static void snapshot_try_commit(struct srv_member *m);
 static void apply_next(struct srv_member *m);
 
 static void answer_results(struct srv_member *m, struct apply_batch *b)
@@ -330,6 +314,17 @@ static void take_reads(struct srv_member *m, const struct raft_update *u)
 	serve_held_reads(m);
 }
 
+static bool conf_equal(const struct raft_conf *a, const struct raft_conf *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (uint32_t i = 0; i < a->n; i++)
+		if (a->members[i].id != b->members[i].id ||
+		    a->members[i].role != b->members[i].role)
+			return false;
+	return true;
+}
+
 static void apply_done(struct srv_job *job, bool cancelled)
 {
 	struct apply_batch *b = (struct apply_batch *)job;
@@ -342,17 +337,22 @@ static void apply_done(struct srv_job *job, bool cancelled)
 	if (!cancelled)
 		apply_next(m); /* the apply thread goes on while this one is answered */
 	if (cancelled || m->stopping || b->err != 0) {
-		if (b->kind == BATCH_SNAPSHOT) {
-			m->snap_busy = false;
-			if (!cancelled && !m->stopping)
-				srv_log(SRV_LOG_ERROR, "snapshot-failed", "error",
-					kv_strerror(b->err), NULL);
-		}
 		batch_free(b);
 		return;
 	}
 	if (b->applied > m->applied)
 		m->applied = b->applied;
+	if (!conf_equal(&b->conf, &m->conf_applied)) {
+		m->conf_applied = b->conf;
+		if (m->snap_copying || m->snap_copied) {
+			if (m->n_marks < CONF_MARKS) {
+				m->marks[m->n_marks].applied = b->applied;
+				m->marks[m->n_marks++].conf = b->conf;
+			} else {
+				m->n_marks = CONF_MARKS + 1; /* too many: this copy is dropped */
+			}
+		}
+	}
 	if (b->revision > 0)
 		m->revision = b->revision;
 	answer_results(m, b);
@@ -368,11 +368,9 @@ static void apply_done(struct srv_job *job, bool cancelled)
 	if (b->members_changed)
 		cluster_members_changed(m);
 	serve_held_reads(m);
-	if (b->kind == BATCH_SNAPSHOT) {
-		snapshot_commit(m, b); /* takes b */
-	} else {
-		batch_free(b);
-	}
+	batch_free(b);
+	if (m->snap_copied)
+		snapshot_try_commit(m);
 	process(m);
 }
 
@@ -385,7 +383,6 @@ static struct apply_batch *batch_new(struct srv_member *m, int kind)
 	b->job.done = apply_done;
 	b->m = m;
 	b->kind = kind;
-	b->snap_fd = -1;
 	return b;
 }
 
@@ -397,6 +394,8 @@ static void apply_next(struct srv_member *m)
 	struct apply_batch *b = m->aq_head;
 	if (m->apply_busy || b == NULL || m->stopping)
 		return;
+	if (b->kind == BATCH_INSTALL && m->snap_copying)
+		return; /* the store is not replaced under a copy: after it */
 	m->aq_head = b->next;
 	if (m->aq_head == NULL)
 		m->aq_tail = NULL;
@@ -489,18 +488,75 @@ static int submit_install(struct srv_member *m, const struct raft_snapshot_meta 
 	return 0;
 }
 
+/* ---- local snapshots ------------------------------------------------------ */
+
+/* On the snapshot thread: a copy of the store (from one read transaction,
+ * beside the apply thread's writes) and the applied index it holds. */
+static void snap_copy_run(struct srv_job *job)
+{
+	struct snap_copy_job *j = (struct snap_copy_job *)job;
+	struct srv_member *m = j->m;
+	j->index = 0;
+	j->err = logstore_snapshot_create(m->ls, j->path, sizeof j->path, &j->fd) != 0 ? KV_EIO : 0;
+	if (j->err == 0)
+		j->err = kv_snapshot_copy_fd(m->kv, j->fd);
+	if (j->err == 0)
+		j->err = kv_snapshot_file_applied(j->path, &j->index);
+}
+
+static void snap_drop(struct srv_member *m, const char *why, int err)
+{
+	struct snap_copy_job *j = &m->copyjob;
+	if (j->fd >= 0) {
+		close(j->fd);
+		unlink(j->path);
+	}
+	j->fd = -1;
+	m->snap_busy = false;
+	m->snap_copied = false;
+	if (why != NULL)
+		srv_log(SRV_LOG_ERROR, "snapshot-failed", "error", why, "detail",
+			err != 0 ? kv_strerror(err) : "", NULL);
+}
+
+static void snap_copy_done(struct srv_job *job, bool cancelled)
+{
+	struct snap_copy_job *j = (struct snap_copy_job *)job;
+	struct srv_member *m = j->m;
+	m->snap_copying = false;
+	if (cancelled || m->stopping) {
+		snap_drop(m, NULL, 0);
+		return;
+	}
+	apply_next(m); /* an install that waited for the copy */
+	if (j->err != 0 || j->index <= m->snap_index) {
+		snap_drop(m, j->err != 0 ? "copy failed" : "copy older than the held snapshot",
+			  j->err);
+		return;
+	}
+	m->snap_copied = true;
+	snapshot_try_commit(m);
+}
+
 /* A local snapshot once --snapshot-count entries were applied since the
- * last one (etcd's rule), one at a time. */
+ * last one (etcd's rule), one at a time, never beside an install. */
 static void maybe_snapshot(struct srv_member *m)
 {
-	if (m->snap_busy || m->stopping || m->snapshot_count == 0 ||
+	if (m->snap_busy || m->stopping || m->snapshot_count == 0 || m->installing > 0 ||
 	    m->applied < m->snap_index + m->snapshot_count)
 		return;
-	struct apply_batch *b = batch_new(m, BATCH_SNAPSHOT);
-	if (b == NULL)
+	struct snap_copy_job *j = &m->copyjob;
+	j->m = m;
+	j->job.run = snap_copy_run;
+	j->job.done = snap_copy_done;
+	j->fd = -1;
+	m->marks[0].applied = m->applied;
+	m->marks[0].conf = m->conf_applied;
+	m->n_marks = 1;
+	if (srv_worker_submit(m->snapper, &j->job) != 0)
 		return;
 	m->snap_busy = true;
-	batch_queue(m, b);
+	m->snap_copying = true;
 }
 
 /* ---- the storage thread ------------------------------------------------------ */
@@ -550,22 +606,40 @@ static void snap_commit_done(struct srv_job *job, bool cancelled)
 	srv_log_end(&l);
 }
 
-/* Records the snapshot the apply thread copied, then compacts the log. */
-static void snapshot_commit(struct srv_member *m, struct apply_batch *b)
+/* Records the snapshot the snapshot thread copied, then compacts the log:
+ * once this member has applied the copy's index, so that its configuration
+ * then is known (the last change at or below it). */
+static void snapshot_try_commit(struct srv_member *m)
 {
+	struct snap_copy_job *c = &m->copyjob;
+	if (!m->snap_copied || m->applied < c->index)
+		return;
+	if (m->n_marks > CONF_MARKS) {
+		snap_drop(m, "too many configuration changes during the copy", 0);
+		return;
+	}
+	const struct raft_conf *conf = NULL;
+	for (size_t i = 0; i < m->n_marks; i++)
+		if (m->marks[i].applied <= c->index)
+			conf = &m->marks[i].conf;
+	if (conf == NULL) {
+		snap_drop(m, "no configuration for the copy's index", 0);
+		return;
+	}
 	struct snap_commit_job *j = &m->snapjob;
 	uint64_t keep = m->snapshot_count < CATCHUP_ENTRIES ? m->snapshot_count : CATCHUP_ENTRIES;
 	j->m = m;
 	j->job.run = snap_commit_run;
 	j->job.done = snap_commit_done;
-	j->index = b->snap.index;
-	j->conf = b->snap.conf;
-	j->fd = b->snap_fd;
-	b->snap_fd = -1;
+	j->index = c->index;
+	j->conf = *conf;
+	j->fd = c->fd;
 	j->compact_to = j->index > keep ? j->index - keep : 0;
-	batch_free(b);
+	c->fd = -1;
+	m->snap_copied = false;
 	if (srv_worker_submit(m->worker, &j->job) != 0) {
 		close(j->fd);
+		unlink(c->path);
 		j->fd = -1;
 		m->snap_busy = false;
 	}
@@ -696,6 +770,8 @@ int pipeline_start(struct srv_member *m)
 	raft_status(m->raft, &rs);
 	m->ap_applied = m->applied;
 	m->ap_conf = rs.conf;
+	m->conf_applied = rs.conf;
+	m->copyjob.fd = -1;
 	atomic_store(&m->apply_stop, false);
 	m->job.m = m;
 	m->job.job.run = persist_run;
@@ -712,6 +788,8 @@ int pipeline_start(struct srv_member *m)
 		return -1;
 	if (srv_worker_start(m->loop, 2, &m->applier) != 0)
 		return -1;
+	if (srv_worker_start(m->loop, 1, &m->snapper) != 0)
+		return -1;
 	return 0;
 }
 
@@ -726,6 +804,10 @@ int pipeline_close(struct srv_member *m, void (*closed)(void *data))
 	if (m->applier != NULL) {
 		n++;
 		srv_worker_close(m->applier, closed, m);
+	}
+	if (m->snapper != NULL) {
+		n++;
+		srv_worker_close(m->snapper, closed, m);
 	}
 	return n;
 }
@@ -742,4 +824,6 @@ void pipeline_free(struct srv_member *m)
 	m->reads = NULL;
 	if (m->snapjob.fd >= 0)
 		close(m->snapjob.fd);
+	if (m->copyjob.fd >= 0)
+		close(m->copyjob.fd);
 }

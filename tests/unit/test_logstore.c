@@ -631,11 +631,13 @@ static void test_snapshot_two_steps(void **state)
 	}
 	struct raft_conf conf = conf_of(3, 0);
 	int fd = 123;
-	assert_int_equal(logstore_snapshot_create(ls, 101, &fd), RAFT_EINVAL); /* not in the log */
-	assert_int_equal(fd, -1);
+	char path[512];
 	struct snap_src src = { .index = 60, .size = 7777 };
-	assert_int_equal(logstore_snapshot_create(ls, 60, &fd), 0);
+	assert_int_equal(logstore_snapshot_create(ls, path, 4, &fd), RAFT_EINVAL); /* too short */
+	assert_int_equal(fd, -1);
+	assert_int_equal(logstore_snapshot_create(ls, path, sizeof path, &fd), 0);
 	assert_true(fd >= 0);
+	assert_int_equal(access(path, F_OK), 0);
 	assert_int_equal(write_snap(&src, fd), 0);
 	/* a staged or held .snap does not exist before the commit */
 	assert_int_equal(count_files(snap_dir, ".snap"), 0);
@@ -651,8 +653,13 @@ static void test_snapshot_two_steps(void **state)
 	assert_int_equal(logstore_compact(ls, 50), 0);
 	check_range(&s, 61, 100, 1);
 
+	/* An index not in the log: refused, the file removed. */
+	assert_int_equal(logstore_snapshot_create(ls, path, sizeof path, &fd), 0);
+	assert_int_equal(logstore_snapshot_commit(ls, 101, &conf, fd), RAFT_EINVAL);
+	assert_int_equal(access(path, F_OK), -1);
+
 	/* Superseded between the two steps: refused, the file removed. */
-	assert_int_equal(logstore_snapshot_create(ls, 70, &fd), 0);
+	assert_int_equal(logstore_snapshot_create(ls, path, sizeof path, &fd), 0);
 	assert_int_equal(write_snap(&(struct snap_src){ .index = 70, .size = 10 }, fd), 0);
 	assert_int_equal(logstore_snapshot_save(ls, 80, &conf, write_snap,
 						&(struct snap_src){ .index = 80, .size = 99 }),
@@ -663,7 +670,7 @@ static void test_snapshot_two_steps(void **state)
 	assert_int_equal(meta.index, 80);
 
 	/* A copy left over by a crash before the commit goes at open. */
-	assert_int_equal(logstore_snapshot_create(ls, 90, &fd), 0);
+	assert_int_equal(logstore_snapshot_create(ls, path, sizeof path, &fd), 0);
 	close(fd);
 	logstore_close(ls);
 	ls = open_ls(f->dir, 4096);

@@ -1035,6 +1035,10 @@ static void test_mvcc_snapshot_copy_install(void **state)
 	close(fd);
 	struct kv_hash want;
 	assert_int_equal(kv_hash_kv(f->s, 0, &want), 0);
+	/* the copy names the applied index it stands for */
+	uint64_t applied = 0;
+	assert_int_equal(kv_snapshot_file_applied(file, &applied), 0);
+	assert_int_equal(applied, f->applied);
 
 	struct fx g = { 0 };
 	snprintf(g.dir, sizeof g.dir, "/tmp/mvcc-unit-XXXXXX");
@@ -1049,6 +1053,7 @@ static void test_mvcc_snapshot_copy_install(void **state)
 	assert_int_equal(write(bfd, "garbage", 7), 7);
 	close(bfd);
 	assert_int_equal(kv_snapshot_install(g.s, bad), KV_ECORRUPT);
+	assert_int_equal(kv_snapshot_file_applied(bad, &applied), KV_ECORRUPT);
 	unlink(bad);
 	assert_int_equal(cur_rev(&g), 2);
 	assert_int_equal(kv_snapshot_install(g.s, file), 0);

@@ -500,6 +500,10 @@ static void snap_copy_run(struct srv_job *job)
 	j->err = logstore_snapshot_create(m->ls, j->path, sizeof j->path, &j->fd) != 0 ? KV_EIO : 0;
 	if (j->err == 0)
 		j->err = kv_snapshot_copy_fd(m->kv, j->fd);
+	/* synced here, so that the storage thread's commit finds nothing to
+	 * write and does not hold the log's writes behind this file */
+	if (j->err == 0 && fdatasync(j->fd) != 0)
+		j->err = KV_EIO;
 	if (j->err == 0)
 		j->err = kv_snapshot_file_applied(j->path, &j->index);
 }
@@ -539,11 +543,17 @@ static void snap_copy_done(struct srv_job *job, bool cancelled)
 }
 
 /* A local snapshot once --snapshot-count entries were applied since the
- * last one (etcd's rule), one at a time, never beside an install. */
+ * last one (etcd's rule), one at a time, never beside an install. Each
+ * member's first one comes up to a fifth of the count later, by its id, so
+ * that the members of a cluster, which apply the same entries at about the
+ * same time, do not all copy their stores at once. */
 static void maybe_snapshot(struct srv_member *m)
 {
+	uint64_t due = m->snap_index + m->snapshot_count;
+	if (m->snap_index == 0)
+		due += (m->id >> 16) % (m->snapshot_count / 5 + 1);
 	if (m->snap_busy || m->stopping || m->snapshot_count == 0 || m->installing > 0 ||
-	    m->applied < m->snap_index + m->snapshot_count)
+	    m->applied < due)
 		return;
 	struct snap_copy_job *j = &m->copyjob;
 	j->m = m;

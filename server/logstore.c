@@ -37,8 +37,10 @@ struct logstore {
 	struct kv_wal *wal;
 	uint64_t applied; /* set before the core starts */
 
-	pthread_mutex_t mu;             /* guards snap */
-	struct raft_snapshot_meta snap; /* held snapshot; index 0: none (conf: founding) */
+	pthread_mutex_t mu;             /* guards snap and wanted */
+	struct raft_snapshot_meta snap; /* held snapshot; index 0: none (conf: founding);
+					 * size LOGSTORE_NO_FILE: a mark, no file */
+	bool wanted;                    /* the core asked for a mark's data */
 
 	/* The reader's (loop thread): the read section of the last entries call. */
 	bool holding;
@@ -504,10 +506,32 @@ static uint64_t st_last_index(void *ctx)
 static int st_snapshot(void *ctx, struct raft_snapshot_meta *meta)
 {
 	struct logstore *ls = ctx;
+	int rv = 0;
+	pthread_mutex_lock(&ls->mu);
+	*meta = ls->snap;
+	if (ls->snap.size == LOGSTORE_NO_FILE) {
+		/* a mark: its data is to be copied first (logstore_snapshot_wanted) */
+		ls->wanted = true;
+		rv = RAFT_EUNAVAILABLE;
+	}
+	pthread_mutex_unlock(&ls->mu);
+	return rv;
+}
+
+bool logstore_snapshot_wanted(struct logstore *ls)
+{
+	pthread_mutex_lock(&ls->mu);
+	bool w = ls->wanted;
+	ls->wanted = false;
+	pthread_mutex_unlock(&ls->mu);
+	return w;
+}
+
+void logstore_snapshot_held(struct logstore *ls, struct raft_snapshot_meta *meta)
+{
 	pthread_mutex_lock(&ls->mu);
 	*meta = ls->snap;
 	pthread_mutex_unlock(&ls->mu);
-	return 0;
 }
 
 static int st_snapshot_read(void *ctx, uint64_t index, uint64_t offset, uint8_t *buf, uint32_t len,
@@ -518,7 +542,7 @@ static int st_snapshot_read(void *ctx, uint64_t index, uint64_t offset, uint8_t 
 	pthread_mutex_lock(&ls->mu);
 	uint64_t held = ls->snap.index, term = ls->snap.term, size = ls->snap.size;
 	pthread_mutex_unlock(&ls->mu);
-	if (held == 0 || index != held) {
+	if (held == 0 || index != held || size == LOGSTORE_NO_FILE) {
 		return RAFT_ESNAPOUTOFDATE;
 	}
 	if (offset > size) {
@@ -777,8 +801,7 @@ int logstore_snapshot_create(struct logstore *ls, char *path, size_t len, int *f
 	int k = snprintf(path, len, "%s/%s", ls->snap_dir, SNAP_LOCAL_NAME);
 	if (k < 0 || (size_t)k >= len)
 		return RAFT_EINVAL;
-	*fd = openat(ls->snap_dirfd, SNAP_LOCAL_NAME, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
-		     0644);
+	*fd = openat(ls->snap_dirfd, SNAP_LOCAL_NAME, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	return *fd >= 0 ? 0 : RAFT_EIO;
 }
 
@@ -801,6 +824,17 @@ int logstore_snapshot_commit(struct logstore *ls, uint64_t index, const struct r
 	return snap_record(ls, index, term, conf, (uint64_t)st.st_size);
 }
 
+int logstore_snapshot_mark(struct logstore *ls, uint64_t index, const struct raft_conf *conf)
+{
+	uint64_t term = 0;
+	if (snap_local_term(ls, index, &term) != 0 || conf == NULL || !conf_ok(conf)) {
+		ls_err(ls, "mark at %llu: bad index (held %llu) or conf", (unsigned long long)index,
+		       (unsigned long long)ls->snap.index);
+		return RAFT_EINVAL;
+	}
+	return snap_record(ls, index, term, conf, LOGSTORE_NO_FILE);
+}
+
 int logstore_compact(struct logstore *ls, uint64_t index)
 {
 	int rv = kv_wal_compact(ls->wal, index);
@@ -810,12 +844,12 @@ int logstore_compact(struct logstore *ls, uint64_t index)
 int logstore_snapshot_path(struct logstore *ls, uint64_t index, char *buf, size_t len)
 {
 	pthread_mutex_lock(&ls->mu);
-	uint64_t held = ls->snap.index, term = ls->snap.term;
+	uint64_t held = ls->snap.index, term = ls->snap.term, size = ls->snap.size;
 	pthread_mutex_unlock(&ls->mu);
 	if (len > 0) {
 		buf[0] = '\0';
 	}
-	if (held == 0 || held != index) {
+	if (held == 0 || held != index || size == LOGSTORE_NO_FILE) {
 		return RAFT_ESNAPOUTOFDATE;
 	}
 	char name[SNAP_NAME_LEN];
@@ -869,7 +903,8 @@ static int load_snapshot(struct logstore *ls)
 		return rv;
 	}
 	char name[SNAP_NAME_LEN];
-	if (ws.index > 0) {
+	bool file = ws.index > 0 && size != LOGSTORE_NO_FILE;
+	if (file) {
 		snap_name(name, sizeof name, ws.index, ws.term, false);
 		struct stat st;
 		if (fstatat(ls->snap_dirfd, name, &st, 0) != 0 || (uint64_t)st.st_size != size) {
@@ -881,7 +916,7 @@ static int load_snapshot(struct logstore *ls)
 	ls->snap = (struct raft_snapshot_meta){
 		.index = ws.index, .term = ws.term, .size = size, .conf = conf
 	};
-	snap_dir_clean(ls, ws.index > 0 ? name : NULL, NULL);
+	snap_dir_clean(ls, file ? name : NULL, NULL);
 	return 0;
 }
 

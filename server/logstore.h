@@ -53,6 +53,7 @@
 #ifndef CAIRN_SERVER_LOGSTORE_H
 #define CAIRN_SERVER_LOGSTORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -136,6 +137,22 @@ int logstore_snapshot_save(struct logstore *ls, uint64_t index, const struct raf
 int logstore_snapshot_create(struct logstore *ls, char *path, size_t len, int *fd);
 int logstore_snapshot_commit(struct logstore *ls, uint64_t index, const struct raft_conf *conf,
 			     int fd);
+
+/* A mark: a snapshot with no file, for a state machine that is durable by
+ * itself at its applied index (the LMDB store), so that the log can be
+ * compacted behind it without a copy. logstore_snapshot_mark (writer call)
+ * records one at index (above the held snapshot, in the log; RAFT_EINVAL
+ * otherwise) with conf, its configuration then, and deletes older snapshot
+ * files. While a mark is held, the core's `snapshot` callback answers
+ * RAFT_EUNAVAILABLE (the core tries again later) and remembers that a copy
+ * is wanted; logstore_snapshot_wanted (reader call) tells, once, and the
+ * caller then records a copy with logstore_snapshot_create/commit at a
+ * later index. A mark survives a restart like a snapshot. */
+#define LOGSTORE_NO_FILE UINT64_MAX
+int logstore_snapshot_mark(struct logstore *ls, uint64_t index, const struct raft_conf *conf);
+bool logstore_snapshot_wanted(struct logstore *ls);
+/* The held snapshot or mark (size LOGSTORE_NO_FILE), index 0 if none. */
+void logstore_snapshot_held(struct logstore *ls, struct raft_snapshot_meta *meta);
 
 /* Delete WAL segments whose entries are all <= index (index <= the snapshot
  * index), keeping a tail for slow followers is the caller's choice of index. */

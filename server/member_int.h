@@ -116,6 +116,7 @@ struct conf_mark {
 struct snap_commit_job {
 	struct srv_job job;
 	struct srv_member *m;
+	bool mark; /* a mark (no copy: the store is durable by itself), or the copy in fd */
 	uint64_t index;
 	struct raft_conf conf;
 	int fd;

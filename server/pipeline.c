@@ -248,6 +248,8 @@ static void apply_run(struct srv_job *job)
 
 static void process(struct srv_member *m);
 static void snapshot_try_commit(struct srv_member *m);
+static void snap_commit_run(struct srv_job *job);
+static void snap_commit_done(struct srv_job *job, bool cancelled);
 static void apply_next(struct srv_member *m);
 
 static void answer_results(struct srv_member *m, struct apply_batch *b)
@@ -533,27 +535,55 @@ static void snap_copy_done(struct srv_job *job, bool cancelled)
 		return;
 	}
 	apply_next(m); /* an install that waited for the copy */
-	if (j->err != 0 || j->index <= m->snap_index) {
-		snap_drop(m, j->err != 0 ? "copy failed" : "copy older than the held snapshot",
-			  j->err);
+	if (j->err == 0 && j->index <= m->snap_index) {
+		/* nothing applied since the mark: an empty entry moves the
+		 * applied index on, and the next copy is above the mark */
+		snap_drop(m, NULL, 0);
+		(void)raft_propose(m->raft, NULL, 0, NULL);
+		member_kick(m);
+		return;
+	}
+	if (j->err != 0) {
+		snap_drop(m, "copy failed", j->err);
 		return;
 	}
 	m->snap_copied = true;
 	snapshot_try_commit(m);
 }
 
-/* A local snapshot once --snapshot-count entries were applied since the
- * last one (etcd's rule), one at a time, never beside an install. Each
- * member's first one comes up to a fifth of the count later, by its id, so
- * that the members of a cluster, which apply the same entries at about the
- * same time, do not all copy their stores at once. */
-static void maybe_snapshot(struct srv_member *m)
+/* Every --snapshot-count applied entries (etcd's rule) a mark at the applied
+ * index lets the log be compacted behind it: the store is durable at every
+ * commit with its applied index, so no copy is needed. Each member's first
+ * mark comes up to a fifth of the count later, by its id, so that the
+ * members of a cluster do not all compact at once. */
+static void maybe_mark(struct srv_member *m)
 {
 	uint64_t due = m->snap_index + m->snapshot_count;
 	if (m->snap_index == 0)
 		due += (m->id >> 16) % (m->snapshot_count / 5 + 1);
 	if (m->snap_busy || m->stopping || m->snapshot_count == 0 || m->installing > 0 ||
-	    m->applied < due)
+	    m->applied < due || m->applied <= m->snap_index)
+		return;
+	struct snap_commit_job *j = &m->snapjob;
+	uint64_t keep = m->snapshot_count < CATCHUP_ENTRIES ? m->snapshot_count : CATCHUP_ENTRIES;
+	j->m = m;
+	j->job.run = snap_commit_run;
+	j->job.done = snap_commit_done;
+	j->mark = true;
+	j->index = m->applied;
+	j->conf = m->conf_applied;
+	j->fd = -1;
+	j->compact_to = j->index > keep ? j->index - keep : 0;
+	if (srv_worker_submit(m->worker, &j->job) == 0)
+		m->snap_busy = true;
+}
+
+/* A copy of the store, when the core wants to send a follower the data of
+ * a mark (logstore_snapshot_wanted): one at a time, never beside an
+ * install. */
+static void maybe_copy(struct srv_member *m)
+{
+	if (m->snap_busy || m->stopping || m->installing > 0 || !logstore_snapshot_wanted(m->ls))
 		return;
 	struct snap_copy_job *j = &m->copyjob;
 	j->m = m;
@@ -581,8 +611,12 @@ static void snap_commit_run(struct srv_job *job)
 {
 	struct snap_commit_job *j = (struct snap_commit_job *)job;
 	struct srv_member *m = j->m;
-	j->err = logstore_snapshot_commit(m->ls, j->index, &j->conf, j->fd);
-	j->fd = -1;
+	if (j->mark) {
+		j->err = logstore_snapshot_mark(m->ls, j->index, &j->conf);
+	} else {
+		j->err = logstore_snapshot_commit(m->ls, j->index, &j->conf, j->fd);
+		j->fd = -1;
+	}
 	if (j->err == 0 && j->compact_to > 0)
 		j->err = logstore_compact(m->ls, j->compact_to);
 }
@@ -598,9 +632,9 @@ static void snap_commit_done(struct srv_job *job, bool cancelled)
 	if (cancelled || m->stopping)
 		return;
 	if (j->err != 0) {
-		struct raft_storage st = logstore_storage(m->ls);
 		struct raft_snapshot_meta held;
-		if (st.snapshot(st.ctx, &held) == 0 && held.index >= j->index)
+		logstore_snapshot_held(m->ls, &held);
+		if (held.index >= j->index)
 			/* a snapshot from the leader was installed meanwhile */
 			srv_log(SRV_LOG_INFO, "snapshot-superseded", NULL);
 		else
@@ -610,7 +644,8 @@ static void snap_commit_done(struct srv_job *job, bool cancelled)
 	}
 	m->snap_index = j->index;
 	struct srv_log_line l;
-	srv_log_begin(&l, SRV_LOG_INFO, "snapshot-saved");
+	srv_log_begin(&l, j->mark ? SRV_LOG_DEBUG : SRV_LOG_INFO,
+		      j->mark ? "log-compacted" : "snapshot-saved");
 	srv_log_u64(&l, "index", j->index);
 	srv_log_u64(&l, "compacted-to", j->compact_to);
 	srv_log_end(&l);
@@ -637,14 +672,14 @@ static void snapshot_try_commit(struct srv_member *m)
 		return;
 	}
 	struct snap_commit_job *j = &m->snapjob;
-	uint64_t keep = m->snapshot_count < CATCHUP_ENTRIES ? m->snapshot_count : CATCHUP_ENTRIES;
 	j->m = m;
 	j->job.run = snap_commit_run;
 	j->job.done = snap_commit_done;
+	j->mark = false;
+	j->compact_to = 0; /* the mark below it compacted the log already */
 	j->index = c->index;
 	j->conf = *conf;
 	j->fd = c->fd;
-	j->compact_to = j->index > keep ? j->index - keep : 0;
 	c->fd = -1;
 	m->snap_copied = false;
 	if (srv_worker_submit(m->worker, &j->job) != 0) {
@@ -681,7 +716,8 @@ static void after_persist(struct srv_member *m, struct persist_job *j)
 	take_reads(m, &j->u);
 	raft_advance(m->raft);
 	logstore_release(m->ls);
-	maybe_snapshot(m);
+	maybe_mark(m);
+	maybe_copy(m);
 }
 
 static void on_retry(uv_timer_t *t)
@@ -787,10 +823,9 @@ int pipeline_start(struct srv_member *m)
 	m->job.job.run = persist_run;
 	m->job.job.done = persist_done;
 	m->snapjob.fd = -1;
-	struct raft_storage st = logstore_storage(m->ls);
 	struct raft_snapshot_meta meta;
-	if (st.snapshot(st.ctx, &meta) == 0)
-		m->snap_index = meta.index;
+	logstore_snapshot_held(m->ls, &meta);
+	m->snap_index = meta.index;
 	m->reads = calloc(MAX_WAITERS, sizeof *m->reads);
 	if (m->reads == NULL)
 		return -1;

@@ -679,6 +679,67 @@ static void test_snapshot_two_steps(void **state)
 	logstore_close(ls);
 }
 
+/* A mark: the log is compacted behind it with no file; the core is told
+ * to wait (and the caller that a copy is wanted) until a copy is recorded
+ * above it; it survives a reopen. */
+static void test_snapshot_mark(void **state)
+{
+	struct fx *f = *state;
+	char snap_dir[300], path[512];
+	snprintf(snap_dir, sizeof snap_dir, "%s/snap", f->dir);
+	struct logstore *ls = open_ls(f->dir, 4096);
+	struct raft_storage s = logstore_storage(ls);
+	for (uint64_t i = 1; i <= 100; i += 10) {
+		assert_int_equal(put(ls, i, 10, 1, NULL), 0);
+	}
+	struct raft_conf conf = conf_of(3, 0);
+	assert_int_equal(logstore_snapshot_mark(ls, 101, &conf), RAFT_EINVAL); /* not in the log */
+	assert_int_equal(logstore_snapshot_mark(ls, 50, &conf), 0);
+	assert_int_equal(logstore_snapshot_mark(ls, 50, &conf), RAFT_EINVAL); /* not above it */
+	assert_int_equal(logstore_compact(ls, 40), 0);
+	assert_int_equal(count_files(snap_dir, ".snap"), 0);
+	struct raft_snapshot_meta meta;
+	assert_false(logstore_snapshot_wanted(ls));
+	assert_int_equal(s.snapshot(s.ctx, &meta), RAFT_EUNAVAILABLE);
+	assert_true(logstore_snapshot_wanted(ls));
+	assert_false(logstore_snapshot_wanted(ls)); /* told once */
+	uint8_t b[16];
+	uint32_t n;
+	assert_int_equal(s.snapshot_read(s.ctx, 50, 0, b, sizeof b, &n), RAFT_ESNAPOUTOFDATE);
+	assert_int_equal(logstore_snapshot_path(ls, 50, path, sizeof path), RAFT_ESNAPOUTOFDATE);
+	logstore_snapshot_held(ls, &meta);
+	assert_int_equal(meta.index, 50);
+	assert_true(meta.size == LOGSTORE_NO_FILE);
+	uint64_t t;
+	assert_int_equal(s.term(s.ctx, 50, &t), 0);
+	assert_int_equal(t, 1);
+
+	/* reopened: the same mark, no file asked for */
+	logstore_close(ls);
+	ls = open_ls(f->dir, 4096);
+	s = logstore_storage(ls);
+	logstore_snapshot_held(ls, &meta);
+	assert_int_equal(meta.index, 50);
+	assert_true(meta.size == LOGSTORE_NO_FILE);
+	assert_conf_equal(&meta.conf, &conf);
+	check_range(&s, 51, 100, 1);
+
+	/* a copy above it: the core gets it */
+	int fd;
+	struct snap_src src = { .index = 70, .size = 3333 };
+	assert_int_equal(logstore_snapshot_create(ls, path, sizeof path, &fd), 0);
+	assert_int_equal(write_snap(&src, fd), 0);
+	assert_int_equal(logstore_snapshot_commit(ls, 70, &conf, fd), 0);
+	assert_int_equal(s.snapshot(s.ctx, &meta), 0);
+	assert_int_equal(meta.index, 70);
+	assert_int_equal(meta.size, src.size);
+	check_snapshot_data(&s, 70, src.size, 1000);
+	/* and a later mark deletes the copy */
+	assert_int_equal(logstore_snapshot_mark(ls, 90, &conf), 0);
+	assert_int_equal(count_files(snap_dir, ".snap"), 0);
+	logstore_close(ls);
+}
+
 /* Entry data from an entries call stays valid until the next one, even when
  * the segment holding it is compacted away in between (logstore.h, BORROWED
  * ENTRY DATA); without the read section the mapping would be gone. */
@@ -1200,6 +1261,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_entries_and_truncation, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_compact, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_two_steps, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_mark, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_borrowed_data_survives_compaction, fx_setup,
 						fx_teardown),
 		cmocka_unit_test_setup_teardown(test_wal_stale_marker_reopens, fx_setup,

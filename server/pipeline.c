@@ -16,16 +16,18 @@
  * One batch is out to the apply thread at a time; entries committed while
  * it runs join the last queued batch, so a busy apply thread applies more
  * entries per transaction (and per fdatasync) rather than falling behind.
- * The apply thread applies each batch in one LMDB write transaction. Every
- * --snapshot-count entries a snapshot thread copies the store
- * (kv_snapshot_copy_fd, from one read transaction, beside the apply
- * thread's writes) and reads from the copy the applied index it stands
+ * The apply thread applies each batch in one LMDB write transaction, synced,
+ * with its applied index: the store is its own snapshot. Every
+ * --snapshot-count entries the storage thread records a mark at the applied
+ * index (logstore_snapshot_mark) and compacts the log behind it. Only when
+ * the core wants to send a follower the mark's data does a snapshot thread
+ * copy the store (kv_snapshot_copy_fd, from one read transaction, beside the
+ * apply thread's writes) and read from the copy the applied index it stands
  * for; once the loop has seen that index applied it knows the
  * configuration then (the last change at or below it, recorded while the
- * copy ran), and the storage thread records the snapshot and compacts the
- * log, keeping a tail for followers that are a little behind. A snapshot
- * received from the leader is installed by the apply thread, in order with
- * the batches around it, and never while a copy runs.
+ * copy ran), and the storage thread records the copy above the mark. A
+ * snapshot received from the leader is installed by the apply thread, in
+ * order with the batches around it, and never while a copy runs.
  *
  * Failures: a persist that fails is retried until it succeeds (never
  * skipped); a batch that fails is retried on the apply thread, in place, so

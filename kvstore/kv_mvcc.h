@@ -77,7 +77,7 @@ struct kv_wtx;
 /* Quota (etcd --quota-backend-bytes): once the pages in use pass it, Put,
  * a Txn with a Put on any path, and lease grants fail with KV_ENOSPACE,
  * while Range, DeleteRange, lease revocation and compaction go on (etcd's
- * capped applier). The LMDB map is the quota plus max(quota/4, 4 MiB) of
+ * capped applier). The LMDB map is the quota plus max(quota, 4 MiB) of
  * headroom for those; should a batch still fill the map, the request that
  * hit MDB_MAP_FULL fails with KV_ENOSPACE and changes nothing, the rest of
  * the batch stays and commits. */

@@ -478,10 +478,14 @@ int mvcc__scan(struct kv_store *s, MDB_txn *txn, const uint8_t *key, size_t key_
 /* ---- Environment ------------------------------------------------------- */
 
 /* The LMDB map is the quota plus headroom, so that deletes, compaction and
- * lease revocations still have room once the quota is passed. */
+ * lease revocations still have room once the quota is passed: as much again
+ * as the quota (at least 4 MiB). A delete of every key of a full store, in
+ * one batch, needs a good part of it (its tombstones, and every page of the
+ * index it touches copied); the map is address space, the file only grows
+ * as pages are used. */
 static size_t map_size(uint64_t quota)
 {
-	uint64_t head = quota / 4 > ((uint64_t)4 << 20) ? quota / 4 : ((uint64_t)4 << 20);
+	uint64_t head = quota > ((uint64_t)4 << 20) ? quota : ((uint64_t)4 << 20);
 	return (size_t)(quota + head);
 }
 

@@ -619,21 +619,24 @@ static void settle(struct srv_member *m, const struct apply_members *t)
 }
 
 /* etcd's publish: this member's name and client URLs, once a leader is
- * known and the table says otherwise. */
-static void publish(struct srv_member *m, const struct apply_members *t)
+ * known and the table says otherwise. Returns whether the table already
+ * has them (or has no record of this member): nothing left to publish. */
+static bool publish(struct srv_member *m, const struct apply_members *t)
 {
 	const Etcdserverpb__Member *self = apply_members_find(t, m->id);
 	struct raft_status rs;
-	if (self == NULL || m->cl_published_at + RESETTLE_MS > now_ms(m))
-		return;
-	raft_status(m->raft, &rs);
-	if (rs.leader == 0)
-		return;
+	if (self == NULL)
+		return true;
 	bool same = strcmp(self->name, m->name) == 0 && self->n_clienturls == m->n_client_urls;
 	for (size_t i = 0; same && i < m->n_client_urls; i++)
 		same = strcmp(self->clienturls[i], m->client_urls[i]) == 0;
 	if (same && self->n_peerurls > 0)
-		return;
+		return true;
+	if (m->cl_published_at + RESETTLE_MS > now_ms(m))
+		return false;
+	raft_status(m->raft, &rs);
+	if (rs.leader == 0)
+		return false;
 	const struct peer_info *me = peer_by_id(m, m->id);
 	char *purl = me != NULL ? me->peer_url : NULL;
 	Etcdserverpb__Member mem = ETCDSERVERPB__MEMBER__INIT;
@@ -652,6 +655,7 @@ static void publish(struct srv_member *m, const struct apply_members *t)
 	req.member_change = &mc;
 	if (propose_request(m, &req) == 0)
 		m->cl_published_at = now_ms(m);
+	return false;
 }
 
 /* A removed member stops, as etcd's does, through the daemon's ordinary
@@ -682,10 +686,13 @@ static void follow(struct srv_member *m, bool changed)
 		else if (peers_from_table(m, &t, true) != 0)
 			srv_log(SRV_LOG_ERROR, "member-table", "error", "out of memory", NULL);
 	}
+	bool published = true;
 	if (!m->cl_removed) {
 		settle(m, &t);
-		publish(m, &t);
+		published = publish(m, &t);
 	}
+	/* nothing for the tick to do until the table changes again */
+	m->cl_quiet = t.pending == NULL && published;
 	apply_members_free(&t);
 }
 
@@ -696,7 +703,8 @@ void cluster_members_changed(struct srv_member *m)
 
 void cluster_housekeeping(struct srv_member *m)
 {
-	follow(m, false);
+	if (!m->cl_quiet)
+		follow(m, false);
 }
 
 /* ---- joining ----------------------------------------------------------- */

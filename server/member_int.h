@@ -206,6 +206,7 @@ struct srv_member {
 	uint64_t cl_settle_proposer, cl_settle_waiter, cl_settle_term, cl_settle_at;
 	uint64_t cl_published_at;
 	bool cl_removed;
+	bool cl_quiet; /* no pending change, attributes published: ticks skip the table */
 };
 
 static inline uint64_t now_ms(struct srv_member *m)

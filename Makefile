@@ -4,6 +4,7 @@
 #   make run        build, then run a local 3-member cluster in the foreground (Ctrl-C stops it)
 #   make test       build build/, build-asan/ (ASan+UBSan) and build-fuzz/, run ctest in each
 #   make fuzz       build the libFuzzer targets with clang in build-fuzz/
+#   make node-deps  install tests/node's packages (etcd3, grpc-js) from the npm registry
 #   make clean      remove every build directory
 #
 # Binaries land in build/bin/. Options go to CMake through CMAKE_FLAGS, e.g.
@@ -29,7 +30,7 @@ CONFIG_build-fuzz := -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
 
 .DEFAULT_GOAL := build
 MAKEFLAGS += --no-print-directory
-.PHONY: build build-asan all run test fuzz deps clean FORCE
+.PHONY: build build-asan all run test fuzz deps node-deps clean FORCE
 
 all: build
 
@@ -67,7 +68,7 @@ run: build
 
 # All builds first, then every test run; a failure in any fails `make test`. The fuzz build
 # contributes a short libFuzzer run of each target (fuzz_<name>-smoke).
-test: build build-asan fuzz
+test: build build-asan fuzz node-deps
 	@rc=0; \
 	echo "== ctest: $(BUILD) (RelWithDebInfo)"; \
 	$(CTEST) --test-dir $(BUILD) --output-on-failure -j$(JOBS) || rc=1; \
@@ -77,6 +78,10 @@ test: build build-asan fuzz
 	$(CTEST) --test-dir $(BUILD_FUZZ) --output-on-failure -j$(JOBS) || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
+
+# The Node.js client packages of tests/node (a second gRPC stack: etcd3 on grpc-js).
+node-deps:
+	@scripts/node-deps.sh
 
 fuzz: deps $(BUILD_FUZZ)/.configured
 	@$(CMAKE) --build $(BUILD_FUZZ) -j$(JOBS)

@@ -52,8 +52,10 @@ enum net_frame_type {
 	NET_FRAME_REFUSE = 4, /* payload: reason text, at most NET_REFUSE_MAX bytes */
 	NET_FRAME_JOIN = 5,   /* payload: a join request (net_join_encode), instead of a hello */
 	NET_FRAME_JOIN_ANSWER = 6, /* payload: the answer to it (net_join_answer_encode) */
+	NET_FRAME_ASK = 7,    /* payload: opaque; a question for the receiving member (see below) */
+	NET_FRAME_ANSWER = 8, /* payload: opaque; the answer to an ASK, sent back the same way */
 };
-#define NET_FRAME_TYPE_MAX NET_FRAME_JOIN_ANSWER
+#define NET_FRAME_TYPE_MAX NET_FRAME_ANSWER
 
 /* A decoded frame. payload points into the decoder (see net_frame_decode). */
 struct net_frame {
@@ -190,5 +192,15 @@ NET_API int net_join_decode(const uint8_t *buf, size_t len, uint16_t *version,
 NET_API int net_join_answer_encode(const struct net_join_answer *a, uint8_t *out, size_t cap,
 				   size_t *n);
 NET_API int net_join_answer_decode(const uint8_t *buf, size_t len, struct net_join_answer *out);
+
+/* ---- asking a member: ASK and ANSWER ----
+ *
+ * Besides Raft messages, a member may put a question to another one and get an answer: a
+ * follower forwards a client's lease renewal to the leader, which alone keeps lease deadlines.
+ * Both travel on the message channel like MSG frames (an ASK on the asker's connection to the
+ * member asked, the ANSWER on that member's connection back), so they share its queue bounds,
+ * order and loss: an ASK or ANSWER may be lost, and the asker bounds its wait. Their payloads are
+ * opaque here; the server pairs answers with questions by an id it puts inside. A member older
+ * than these frames refuses them as an unknown type and drops the connection. */
 
 #endif /* CAIRN_NET_FRAME_H */

@@ -96,8 +96,8 @@ void net_grpc_server_free(struct net_grpc_server *srv)
 	free(srv);
 }
 
-static const struct grpc_method *grpc_lookup(const struct net_grpc_server *srv, const char *path,
-					     size_t len)
+const struct grpc_method *grpc__lookup(const struct net_grpc_server *srv, const char *path,
+				       size_t len)
 {
 	/* Linear: etcd's API has about 40 methods, cheaper than hashing the path. */
 	for (size_t i = 0; i < srv->n_methods; i++) {
@@ -115,7 +115,7 @@ int net_grpc_server_register(struct net_grpc_server *srv, const char *path,
 	size_t len = strlen(path);
 	const char *slash = strrchr(path, '/');
 	if (len < 4 || len > NET_GRPC_MAX_PATH || path[0] != '/' || slash == path ||
-	    slash[1] == '\0' || grpc_lookup(srv, path, len) != NULL) {
+	    slash[1] == '\0' || grpc__lookup(srv, path, len) != NULL) {
 		return NET_EINVAL;
 	}
 	if (srv->n_methods == NET_GRPC_MAX_METHODS) {
@@ -286,7 +286,7 @@ static void grpc_route(struct net_grpc_session *s, struct net_grpc_call *call)
 {
 	const char *path = call->hdr + call->path;
 	size_t len = strlen(path);
-	call->method = grpc_lookup(s->srv, path, len);
+	call->method = grpc__lookup(s->srv, path, len);
 	if (call->method != NULL) {
 		return;
 	}
@@ -611,6 +611,9 @@ void net_grpc_call_pause(struct net_grpc_call *call, bool paused)
 	assert(call != NULL && call->app_owned);
 	struct net_grpc_session *s = call->s;
 	call->paused = paused;
+	if (call->local != NULL) {
+		return; /* the caller sees NET_EAGAIN from net_grpc_local_send meanwhile */
+	}
 	if (!paused && (call->pend_len > 0 || call->pend_eos)) {
 		s->resume_pending = true;
 		/* The held bytes go out from the next take(); ask for one if outside the session. */

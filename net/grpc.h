@@ -267,6 +267,51 @@ NET_API size_t net_grpc_call_queued(const struct net_grpc_call *call);
  * gone (the call is released all the same). */
 NET_API int net_grpc_call_finish(struct net_grpc_call *call, int status, const char *message);
 
+/* ---- local calls: a registered handler run without HTTP/2 ----
+ *
+ * The JSON gateway (HTTP/1.1) reuses every handler through these: the caller plays the client.
+ * It starts a call by path, hands request messages in, and receives the handler's response
+ * messages and final status through its callbacks. For the handler nothing changes, except
+ * that net_grpc_call_session() is NULL and there is no metadata. A local call counts against no
+ * session; the caller bounds how many it runs.
+ *
+ * LIFETIME. The call is alive from net_grpc_local_start() until both sides let go: the handler
+ * by net_grpc_call_finish() (on_finish then runs, once) or by its on_cancel; the caller by
+ * net_grpc_local_release(), which it must call exactly once, at any time after start except
+ * from inside its on_message callback (from inside on_finish is fine: the handler no longer
+ * touches the call then). Releasing before the handler finished cancels the call (the
+ * handler's on_cancel runs from inside release). */
+struct net_grpc_local_callbacks {
+	/* One response message (`data` valid during the call only). Return 0, or NET_EAGAIN to
+	 * refuse it: the handler's send then returns NET_EAGAIN, and its on_writable runs after
+	 * the caller's net_grpc_local_writable(). */
+	int (*on_message)(void *user, const uint8_t *data, size_t len);
+	/* The handler finished the call with `status` and `message` ("" if none). */
+	void (*on_finish)(void *user, int status, const char *message);
+};
+
+/* Starts a local call of the handler registered for `path` on `srv` (borrowed, must outlive the
+ * call); `cbs` is copied, `user` borrowed. The handler runs before this returns. Returns 0 and
+ * *out; NET_EINVAL (no such method: *out is NULL, nothing ran), NET_ENOMEM. on_finish may run
+ * from inside this call (a handler that answers at once). */
+NET_API int net_grpc_local_start(struct net_grpc_server *srv, const char *path,
+				 const struct net_grpc_local_callbacks *cbs, void *user,
+				 struct net_grpc_call **out);
+
+/* Hands one request message to the handler (its on_message runs before return; `data` is
+ * borrowed). 0; NET_ETOOBIG beyond the server's max_recv_message (nothing delivered); NET_EAGAIN
+ * while the handler paused the call; NET_ECLOSED once the handler finished. */
+NET_API int net_grpc_local_send(struct net_grpc_call *call, const uint8_t *data, size_t len);
+
+/* The client side sent its last message: the handler's on_half_close runs. */
+NET_API void net_grpc_local_half_close(struct net_grpc_call *call);
+
+/* The caller can take responses again after refusing one: the handler's on_writable runs. */
+NET_API void net_grpc_local_writable(struct net_grpc_call *call);
+
+/* The caller lets go of the call (see LIFETIME). */
+NET_API void net_grpc_local_release(struct net_grpc_call *call);
+
 /* ---- wire utilities, exposed for tests and for server/ ---- */
 
 /* Percent-encodes `msg` for grpc-message (PROTOCOL-HTTP2.md: bytes outside 0x20-0x7E and '%'

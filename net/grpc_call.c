@@ -282,6 +282,144 @@ void grpc__run_writable(struct net_grpc_session *s)
 	}
 }
 
+/* ---- local calls (grpc.h "local calls") ---- */
+
+static void grpc_local_free(struct net_grpc_call *call)
+{
+	assert(call->local != NULL && !call->app_owned && call->local->released);
+	free(call->local);
+	free(call->hdr);
+	free(call);
+}
+
+/* The handler is done: tells the caller, then frees the call if the caller let go already. */
+static void grpc_local_end(struct net_grpc_call *call, int status, const char *message)
+{
+	struct grpc_local *lc = call->local;
+	assert(!call->ended);
+	call->ended = true;
+	if (lc->released) {
+		grpc_local_free(call);
+		return;
+	}
+	if (lc->cb.on_finish != NULL) {
+		lc->cb.on_finish(lc->user, status, message != NULL ? message : "");
+	}
+}
+
+static int grpc_local_deliver(struct net_grpc_call *call, const uint8_t *data, size_t len)
+{
+	struct grpc_local *lc = call->local;
+	if (len > lc->lim->max_send_message) {
+		return NET_ETOOBIG;
+	}
+	if (lc->released || lc->cb.on_message == NULL) {
+		return 0; /* nobody listens any more; the handler learns it from on_cancel */
+	}
+	int rv = lc->cb.on_message(lc->user, data, len);
+	if (rv == NET_EAGAIN) {
+		call->want_writable = true;
+	}
+	return rv;
+}
+
+int net_grpc_local_start(struct net_grpc_server *srv, const char *path,
+			 const struct net_grpc_local_callbacks *cbs, void *user,
+			 struct net_grpc_call **out)
+{
+	assert(srv != NULL && path != NULL && cbs != NULL && out != NULL);
+	*out = NULL;
+	size_t len = strlen(path);
+	const struct grpc_method *m = grpc__lookup(srv, path, len);
+	if (m == NULL) {
+		return NET_EINVAL;
+	}
+	struct net_grpc_call *call = calloc(1, sizeof *call);
+	struct grpc_local *lc = calloc(1, sizeof *lc);
+	/* The path is kept the way an HTTP/2 call keeps its headers: "name\0value\0". */
+	static const char key[] = ":path";
+	char *hdr = malloc(sizeof key + len + 1);
+	if (call == NULL || lc == NULL || hdr == NULL) {
+		free(call);
+		free(lc);
+		free(hdr);
+		return NET_ENOMEM;
+	}
+	memcpy(hdr, key, sizeof key);
+	memcpy(hdr + sizeof key, path, len + 1);
+	lc->cb = *cbs;
+	lc->user = user;
+	lc->lim = net_grpc_server_limits(srv);
+	call->local = lc;
+	call->method = m;
+	call->hdr = hdr;
+	call->hdr_used = (uint32_t)(sizeof key + len + 1);
+	call->path = (uint32_t)sizeof key;
+	call->authority = call->method_name = call->scheme = GRPC_ABSENT;
+	call->content_type = call->encoding = GRPC_ABSENT;
+	call->content_length = -1;
+	call->app_owned = true;
+	*out = call;
+	m->handler(call, m->data);
+	return 0;
+}
+
+int net_grpc_local_send(struct net_grpc_call *call, const uint8_t *data, size_t len)
+{
+	assert(call != NULL && call->local != NULL && !call->local->released);
+	if (!call->app_owned || call->half_closed) {
+		return NET_ECLOSED;
+	}
+	if (len > call->local->lim->max_recv_message) {
+		return NET_ETOOBIG;
+	}
+	if (call->paused) {
+		return NET_EAGAIN;
+	}
+	if (call->cb.on_message != NULL) {
+		call->cb.on_message(call, data, len, call->user);
+	}
+	return 0;
+}
+
+void net_grpc_local_half_close(struct net_grpc_call *call)
+{
+	assert(call != NULL && call->local != NULL && !call->local->released);
+	if (!call->app_owned || call->half_closed) {
+		return;
+	}
+	call->half_closed = true;
+	if (call->cb.on_half_close != NULL) {
+		call->cb.on_half_close(call, call->user);
+	}
+}
+
+void net_grpc_local_writable(struct net_grpc_call *call)
+{
+	assert(call != NULL && call->local != NULL && !call->local->released);
+	if (!call->want_writable) {
+		return;
+	}
+	call->want_writable = false;
+	if (call->app_owned && call->cb.on_writable != NULL) {
+		call->cb.on_writable(call, call->user);
+	}
+}
+
+void net_grpc_local_release(struct net_grpc_call *call)
+{
+	assert(call != NULL && call->local != NULL && !call->local->released);
+	call->local->released = true;
+	if (call->app_owned) {
+		grpc__call_cancel(call); /* the handler lets go in on_cancel */
+		call->ended = true;
+	}
+	if (call->ended) {
+		grpc_local_free(call);
+	}
+	/* Otherwise the handler still runs (it cannot, being cancelled: app_owned is false now). */
+}
+
 /* ---- public call API ---- */
 
 void net_grpc_call_set_callbacks(struct net_grpc_call *call,
@@ -345,6 +483,9 @@ size_t net_grpc_call_queued(const struct net_grpc_call *call)
 int net_grpc_call_send_headers(struct net_grpc_call *call)
 {
 	assert(call != NULL && call->app_owned);
+	if (call->local != NULL) {
+		return 0;
+	}
 	if (call->s->fatal) {
 		return NET_ECLOSED;
 	}
@@ -363,6 +504,9 @@ int net_grpc_call_send(struct net_grpc_call *call, const uint8_t *data, size_t l
 {
 	assert(call != NULL && call->app_owned && !call->ended);
 	assert(data != NULL || len == 0);
+	if (call->local != NULL) {
+		return grpc_local_deliver(call, data, len);
+	}
 	struct net_grpc_session *s = call->s;
 	const struct net_grpc_limits *l = s->lim;
 	if (s->fatal) {
@@ -418,6 +562,10 @@ int net_grpc_call_finish(struct net_grpc_call *call, int status, const char *mes
 	call->app_owned = false;
 	call->cb = (struct net_grpc_call_callbacks){ 0 };
 	call->user = NULL;
+	if (call->local != NULL) {
+		grpc_local_end(call, status, message);
+		return 0;
+	}
 	if (call->s->fatal) {
 		return NET_ECLOSED;
 	}

@@ -32,8 +32,17 @@ struct grpc_chunk {
 	uint8_t data[];
 };
 
+/* A call run without HTTP/2 (net_grpc_local_start): where its responses go. */
+struct grpc_local {
+	struct net_grpc_local_callbacks cb;
+	void *user;
+	const struct net_grpc_limits *lim;
+	bool released; /* the caller let go (net_grpc_local_release) */
+};
+
 struct net_grpc_call {
-	struct net_grpc_session *s;
+	struct net_grpc_session *s; /* NULL for a local call */
+	struct grpc_local *local;   /* NULL for an HTTP/2 call */
 	struct net_grpc_call *prev, *next;
 	int32_t id;
 	const struct grpc_method *method;
@@ -114,6 +123,10 @@ struct net_grpc_session {
 	bool drain_forced;
 	uint64_t drain_deadline;
 };
+
+/* grpc.c: the method registered for path[0..len), or NULL. */
+const struct grpc_method *grpc__lookup(const struct net_grpc_server *srv, const char *path,
+				       size_t len);
 
 /* grpc_call.c */
 int grpc__call_new(struct net_grpc_session *s, int32_t id, struct net_grpc_call **out);

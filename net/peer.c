@@ -486,7 +486,7 @@ static void ch_destroy(struct channel *ch)
 	net_frame_decoder_free(&ch->dec);
 }
 
-static int ch_send(struct channel *ch, const uint8_t *buf, size_t len)
+static int ch_send(struct channel *ch, uint8_t type, const uint8_t *buf, size_t len)
 {
 	struct net_transport *t = ch->peer->t;
 	if (len > t->cfg.max_frame) {
@@ -505,7 +505,6 @@ static int ch_send(struct channel *ch, const uint8_t *buf, size_t len)
 	q->next = NULL;
 	q->len = flen;
 	q->off = 0;
-	uint8_t type = ch->kind == NET_CHANNEL_SNAP ? NET_FRAME_SNAP : NET_FRAME_MSG;
 	net_frame_header(q->bytes, type, buf, (uint32_t)len);
 	if (len > 0) {
 		memcpy(q->bytes + NET_FRAME_HEADER, buf, len);
@@ -619,7 +618,7 @@ int net_transport_remove_peer(struct net_transport *t, uint64_t id)
 }
 
 static int transport_send(struct net_transport *t, uint64_t to, const uint8_t *buf, size_t len,
-			  int idx)
+			  int idx, uint8_t type)
 {
 	assert(t != NULL);
 	assert(buf != NULL || len == 0);
@@ -630,18 +629,28 @@ static int transport_send(struct net_transport *t, uint64_t to, const uint8_t *b
 	if (p == NULL) {
 		return NET_ENOTFOUND;
 	}
-	return ch_send(&p->ch[idx], buf, len);
+	return ch_send(&p->ch[idx], type, buf, len);
 }
 
 int net_transport_send(struct net_transport *t, uint64_t to, const uint8_t *buf, size_t len)
 {
-	return transport_send(t, to, buf, len, 0);
+	return transport_send(t, to, buf, len, 0, NET_FRAME_MSG);
 }
 
 int net_transport_send_snapshot(struct net_transport *t, uint64_t to, const uint8_t *buf,
 				size_t len)
 {
-	return transport_send(t, to, buf, len, 1);
+	return transport_send(t, to, buf, len, 1, NET_FRAME_SNAP);
+}
+
+int net_transport_ask(struct net_transport *t, uint64_t to, const uint8_t *buf, size_t len)
+{
+	return transport_send(t, to, buf, len, 0, NET_FRAME_ASK);
+}
+
+int net_transport_answer(struct net_transport *t, uint64_t to, const uint8_t *buf, size_t len)
+{
+	return transport_send(t, to, buf, len, 0, NET_FRAME_ANSWER);
 }
 
 int net_transport_peer_stats(const struct net_transport *t, uint64_t id, struct net_peer_stats *out)
@@ -862,7 +871,9 @@ static void inconn_on_read(struct net_stream *s, const uint8_t *buf, size_t len)
 			continue;
 		}
 		uint8_t want = c->channel == NET_CHANNEL_SNAP ? NET_FRAME_SNAP : NET_FRAME_MSG;
-		if (f.type != want) {
+		bool asking = c->channel == NET_CHANNEL_MSG &&
+			      (f.type == NET_FRAME_ASK || f.type == NET_FRAME_ANSWER);
+		if (f.type != want && !asking) {
 			t->stats.dropped++;
 			tlog(t, NET_LOG_WARN,
 			     "member %" PRIx64 " sent frame type %u on its %s channel; dropped",
@@ -871,7 +882,12 @@ static void inconn_on_read(struct net_stream *s, const uint8_t *buf, size_t len)
 			return;
 		}
 		t->stats.received[c->channel == NET_CHANNEL_SNAP ? 1 : 0]++;
-		t->cfg.on_recv(t, c->from, c->channel, f.payload, f.len);
+		if (!asking)
+			t->cfg.on_recv(t, c->from, c->channel, f.payload, f.len);
+		else if (f.type == NET_FRAME_ASK && t->cfg.on_ask != NULL)
+			t->cfg.on_ask(t, c->from, c->channel, f.payload, f.len);
+		else if (f.type == NET_FRAME_ANSWER && t->cfg.on_answer != NULL)
+			t->cfg.on_answer(t, c->from, c->channel, f.payload, f.len);
 	}
 }
 

@@ -98,6 +98,8 @@ struct net_transport_config {
 	net_log_cb log;                /* NULL: lines on stderr */
 	void *data;                    /* the caller's, see net_transport_data */
 	net_join_cb on_join;           /* NULL: every join request is refused */
+	net_recv_cb on_ask;            /* an ASK frame's payload (frame.h); NULL: dropped */
+	net_recv_cb on_answer;         /* an ANSWER frame's payload; NULL: dropped */
 };
 
 /* Counters of one peer. */
@@ -151,6 +153,13 @@ NET_API int net_transport_send(struct net_transport *t, uint64_t to, const uint8
 /* The same on the snapshot channel, for snapshot chunks. */
 NET_API int net_transport_send_snapshot(struct net_transport *t, uint64_t to, const uint8_t *buf,
 					size_t len);
+
+/* The same as net_transport_send, as an ASK or an ANSWER frame (frame.h, "asking a member"):
+ * same queue, same bounds, same return values. The receiver's on_ask or on_answer gets the
+ * payload. */
+NET_API int net_transport_ask(struct net_transport *t, uint64_t to, const uint8_t *buf, size_t len);
+NET_API int net_transport_answer(struct net_transport *t, uint64_t to, const uint8_t *buf,
+				 size_t len);
 
 /* Counters of member id. Returns 0 or NET_ENOTFOUND. */
 NET_API int net_transport_peer_stats(const struct net_transport *t, uint64_t id,

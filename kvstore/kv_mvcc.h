@@ -387,7 +387,9 @@ KV_API void kv_lease_info_free(struct kv_lease_info *info);
  * (on the same file system as the store's directory): checks that file is
  * such a copy (KV_ECORRUPT if not), closes the environment, renames file
  * over data.mdb and reopens. No write transaction may be open, nor any read
- * running on another thread. On failure after the close the store may be
+ * running on another thread, except kv_snapshot_copy_fd: an install waits
+ * for the copies that run, and a copy started meanwhile waits for the new
+ * environment. On failure after the close the store may be
  * unusable (every call then fails); kv_close still frees it. */
 KV_API int kv_snapshot_copy_fd(struct kv_store *s, int fd);
 KV_API int kv_snapshot_install(struct kv_store *s, const char *file);
@@ -456,6 +458,8 @@ KV_API int kv_member_put(struct kv_wtx *wtx, uint64_t id, const void *data, size
 KV_API int kv_member_delete(struct kv_wtx *wtx, uint64_t id);
 /* Records id as removed (idempotent). */
 KV_API int kv_member_set_removed(struct kv_wtx *wtx, uint64_t id);
+/* Forgets every removed id (`cairn snapshot restore`: a new cluster). */
+KV_API int kv_member_clear_removed(struct kv_wtx *wtx);
 
 /* Every record as the batch sees it (its own writes included), or as
  * committed (kv_members_list, its own read transaction, any thread). *out
@@ -466,5 +470,51 @@ KV_API void kv_members_free(struct kv_members *m);
 /* Whether id was removed: *removed set on 0. */
 KV_API int kv_member_removed_w(struct kv_wtx *wtx, uint64_t id, bool *removed);
 KV_API int kv_member_removed(struct kv_store *s, uint64_t id, bool *removed);
+
+/* ---- Alarms ------------------------------------------------------------
+ * etcd's alarm table: (member id, alarm type) pairs, raised and cleared
+ * through Raft (the server's AlarmRequest), kept beside the keys so that
+ * they survive restarts and travel in snapshots. No revision, no event.
+ * type is etcd's AlarmType number (1 NOSPACE, 2 CORRUPT; 0 is refused with
+ * KV_EINVAL). At most KV_MAX_ALARMS pairs (KV_ETOOBIG beyond, the batch
+ * goes on). */
+#define KV_MAX_ALARMS 1024
+
+struct kv_alarm {
+	uint64_t member_id;
+	uint32_t type;
+};
+/* By member id, then type; n may be 0 (v then NULL). */
+struct kv_alarms {
+	struct kv_alarm *v;
+	size_t n;
+};
+
+/* Raises (active) or clears the pair; *changed (may be NULL) tells whether
+ * the table changed. */
+KV_API int kv_alarm_set(struct kv_wtx *wtx, uint64_t member_id, uint32_t type, bool active,
+			bool *changed);
+/* Every pair as the batch sees it, or as committed (own read transaction,
+ * any thread); freed with kv_alarms_free. */
+KV_API int kv_alarms_list_w(struct kv_wtx *wtx, struct kv_alarms *out);
+KV_API int kv_alarms_list(struct kv_store *s, struct kv_alarms *out);
+KV_API void kv_alarms_free(struct kv_alarms *a);
+/* Whether any member has an alarm of `type` raised, as the batch sees it. */
+KV_API int kv_alarm_active_w(struct kv_wtx *wtx, uint32_t type, bool *active);
+
+/* ---- Space -----------------------------------------------------------------
+ * The file's size (its high-water mark of pages), the pages in use in it
+ * (the size less LMDB's free pages, which later writes reuse), and the
+ * quota; for etcd's Status dbSize and dbSizeInUse (exact) and for the
+ * server's quota check before it proposes a write (not exact: while the file
+ * is within the quota, used_bytes is the file's size, an upper bound, and
+ * the free list is not read). Cost: a walk of LMDB's free list when exact
+ * or past the quota. */
+struct kv_space {
+	uint64_t file_bytes;
+	uint64_t used_bytes;
+	uint64_t quota_bytes;
+};
+KV_API int kv_space(struct kv_store *s, bool exact, struct kv_space *out);
 
 #endif /* CAIRN_KV_MVCC_H */

@@ -492,7 +492,32 @@ static size_t map_size(uint64_t quota)
 /* The pages in use (the file's high-water mark less the free pages), in
  * bytes. The free list is read only once the high-water mark is past the
  * quota. Cost: O(free-list records) then. */
+static int used_pages(struct kv_store *s, bool always, uint64_t *out);
+
 static int used_bytes(struct kv_store *s, uint64_t *out)
+{
+	return used_pages(s, false, out);
+}
+
+int kv_space(struct kv_store *s, bool exact, struct kv_space *out)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	memset(out, 0, sizeof *out);
+	out->quota_bytes = s->quota;
+	if (s->env == NULL)
+		return KV_EIO; /* a failed snapshot install */
+	int rc = mdb_env_info(s->env, &info);
+	if (rc == 0)
+		rc = mdb_env_stat(s->env, &st);
+	if (rc != 0)
+		return mvcc__lmdb_err(rc);
+	out->file_bytes = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	return used_pages(s, exact, &out->used_bytes);
+}
+
+/* always: the free list is read whatever the high-water mark (Status). */
+static int used_pages(struct kv_store *s, bool always, uint64_t *out)
 {
 	MDB_envinfo info;
 	MDB_stat st;
@@ -503,7 +528,7 @@ static int used_bytes(struct kv_store *s, uint64_t *out)
 		return mvcc__lmdb_err(rc);
 	uint64_t pages = (uint64_t)info.me_last_pgno + 1, psize = st.ms_psize;
 	*out = pages * psize;
-	if (*out <= s->quota)
+	if (*out <= s->quota && !always)
 		return 0;
 	MDB_txn *rtx;
 	MDB_cursor *c;
@@ -619,7 +644,7 @@ static int env_open(struct kv_store *s)
 	int rc = mdb_env_create(&s->env);
 	if (rc != 0)
 		return mvcc__lmdb_err(rc);
-	if ((rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
+	if ((rc = mdb_env_set_maxdbs(s->env, 16)) != 0 ||
 	    (rc = mdb_env_set_mapsize(s->env, map_size(s->quota))) != 0)
 		goto err_env;
 	unsigned flags = MDB_NOTLS | MDB_NOMETASYNC | (s->no_sync ? MDB_NOSYNC : 0u);
@@ -642,7 +667,8 @@ static int env_open(struct kv_store *s)
 	    (rc = mdb_dbi_open(txn, "lease_key", MDB_CREATE, &s->lease_key_db)) != 0 ||
 	    /* added later: a store made before them gets them empty here */
 	    (rc = mdb_dbi_open(txn, "member", MDB_CREATE, &s->member_db)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "member_removed", MDB_CREATE, &s->removed_db)) != 0)
+	    (rc = mdb_dbi_open(txn, "member_removed", MDB_CREATE, &s->removed_db)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "alarm", MDB_CREATE, &s->alarm_db)) != 0)
 		goto err_txn;
 	int64_t rev;
 	int err = mvcc__meta_get(s, txn, "rev", &rev);
@@ -739,7 +765,8 @@ int kv_open(const char *dir, const struct kv_options *opts, struct kv_store **ou
 	if (s == NULL)
 		return KV_ENOMEM;
 	s->dir = kv__strdup(dir);
-	if (s->dir == NULL) {
+	if (s->dir == NULL || pthread_rwlock_init(&s->copy_lock, NULL) != 0) {
+		kv__free(s->dir);
 		kv__free(s);
 		return KV_ENOMEM;
 	}
@@ -754,6 +781,7 @@ int kv_open(const char *dir, const struct kv_options *opts, struct kv_store **ou
 	if (err == 0)
 		err = env_open(s);
 	if (err != 0) {
+		pthread_rwlock_destroy(&s->copy_lock);
 		kv__free(s->dir);
 		kv__free(s);
 		return err;
@@ -766,9 +794,12 @@ int kv_open(const char *dir, const struct kv_options *opts, struct kv_store **ou
 
 int kv_snapshot_copy_fd(struct kv_store *s, int fd)
 {
-	if (s->env == NULL)
+	if (pthread_rwlock_rdlock(&s->copy_lock) != 0)
 		return KV_EIO;
-	return mvcc__lmdb_err(mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT));
+	int err = s->env == NULL ? KV_EIO :
+				   mvcc__lmdb_err(mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT));
+	pthread_rwlock_unlock(&s->copy_lock);
+	return err;
 }
 
 /* Checks that file is an LMDB environment with our sub-databases, without
@@ -825,12 +856,19 @@ int kv_snapshot_install(struct kv_store *s, const char *file)
 	if (path == NULL)
 		return KV_ENOMEM;
 	snprintf(path, n, "%s/data.mdb", s->dir);
+	/* a copy running on another thread finishes first, and none starts
+	 * until the new environment is open */
+	if (pthread_rwlock_wrlock(&s->copy_lock) != 0) {
+		kv__free(path);
+		return KV_EIO;
+	}
 	mdb_env_close(s->env);
 	s->env = NULL;
 	/* rename is atomic: a crash leaves the old or the new file whole */
 	if (rename(file, path) != 0) {
 		kv__free(path);
 		err = env_open(s); /* back to the old environment */
+		pthread_rwlock_unlock(&s->copy_lock);
 		return err ? err : KV_EIO;
 	}
 	kv__free(path);
@@ -840,7 +878,9 @@ int kv_snapshot_install(struct kv_store *s, const char *file)
 			(void)fsync(dfd);
 		close(dfd);
 	}
-	return env_open(s);
+	err = env_open(s);
+	pthread_rwlock_unlock(&s->copy_lock);
+	return err;
 }
 
 void kv_close(struct kv_store *s)
@@ -850,6 +890,7 @@ void kv_close(struct kv_store *s)
 	kv_txn_abort(s->wtx); /* an open batch is discarded */
 	if (s->env != NULL)
 		mdb_env_close(s->env);
+	pthread_rwlock_destroy(&s->copy_lock);
 	kv__free(s->dir);
 	kv__free(s);
 }

@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <lmdb.h>
+#include <pthread.h>
 
 #include "kv_mvcc.h"
 
@@ -32,7 +33,12 @@ struct kv_store {
 	MDB_dbi lease_key_db; /* BE64(id) index-form key -> empty or key */
 	MDB_dbi member_db;    /* BE64(id) -> the server's member record (mvcc_members.c) */
 	MDB_dbi removed_db;   /* BE64(id) -> empty: ids removed from the cluster */
+	MDB_dbi alarm_db;     /* BE64(member) BE32(type) -> empty (mvcc_alarms.c) */
 	struct kv_wtx *wtx;   /* the open write transaction, if any */
+	/* held shared by each kv_snapshot_copy_fd, exclusive by
+	 * kv_snapshot_install: a copy taken on another thread (a client's
+	 * Snapshot) never runs on an environment being replaced */
+	pthread_rwlock_t copy_lock;
 };
 
 struct kv_wtx {

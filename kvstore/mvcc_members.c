@@ -49,6 +49,14 @@ int kv_member_set_removed(struct kv_wtx *w, uint64_t id)
 	return mvcc__wtx_fail(w, mvcc__lmdb_err(mdb_put(w->txn, w->s->removed_db, &k, &v, 0)));
 }
 
+int kv_member_clear_removed(struct kv_wtx *w)
+{
+	if (w->err != 0)
+		return w->err;
+	/* mdb_drop with del 0 empties the sub-database and keeps it open */
+	return mvcc__wtx_fail(w, mvcc__lmdb_err(mdb_drop(w->txn, w->s->removed_db, 0)));
+}
+
 void kv_members_free(struct kv_members *m)
 {
 	for (size_t i = 0; i < m->n; i++)

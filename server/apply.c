@@ -184,6 +184,101 @@ static int do_lease_checkpoint(struct kv_wtx *w, const Etcdserverpb__LeaseCheckp
 	return pack(&m.base, out);
 }
 
+/* ---- alarms ------------------------------------------------------------- */
+
+/* Whether a Txn puts on any path (etcd's quota cost of a Txn). */
+static bool txn_puts(const Etcdserverpb__TxnRequest *t, unsigned depth)
+{
+	if (t == NULL || depth > KV_MAX_TXN_DEPTH)
+		return false;
+	Etcdserverpb__RequestOp **paths[2] = { t->success, t->failure };
+	size_t n[2] = { t->n_success, t->n_failure };
+	for (int p = 0; p < 2; p++)
+		for (size_t i = 0; i < n[p]; i++) {
+			const Etcdserverpb__RequestOp *op = paths[p][i];
+			if (op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+				return true;
+			if (op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN &&
+			    txn_puts(op->request_txn, depth + 1))
+				return true;
+		}
+	return false;
+}
+
+/* etcd's capped applier: while a NOSPACE alarm is raised, a Put, a Txn
+ * that puts on any path and a lease grant are refused on every member
+ * alike; reads, deletes, compaction and revocations go on. */
+static int capped(struct kv_wtx *w, const Cairn__Serverpb__Request *req)
+{
+	bool puts = req->op_case == CAIRN__SERVERPB__REQUEST__OP_PUT ||
+		    req->op_case == CAIRN__SERVERPB__REQUEST__OP_LEASE_GRANT ||
+		    (req->op_case == CAIRN__SERVERPB__REQUEST__OP_TXN && txn_puts(req->txn, 0));
+	bool on = false;
+	if (!puts)
+		return 0;
+	int err = kv_alarm_active_w(w, ETCDSERVERPB__ALARM_TYPE__NOSPACE, &on);
+	return err != 0 ? err : on ? KV_ENOSPACE : 0;
+}
+
+/* etcd's AlarmRequest: GET lists the alarms of a type (NONE: all),
+ * ACTIVATE raises one and answers it, DEACTIVATE clears one and answers it
+ * if it was raised. */
+static int do_alarm(struct kv_wtx *w, const Etcdserverpb__AlarmRequest *in,
+		    const Etcdserverpb__ResponseHeader *h, struct kvconv_arena *a,
+		    struct apply_result *out)
+{
+	Etcdserverpb__AlarmResponse m;
+	Etcdserverpb__AlarmMember one = ETCDSERVERPB__ALARM_MEMBER__INIT;
+	Etcdserverpb__AlarmMember *one_p = &one, **list = NULL;
+	struct kv_alarms al = { 0 };
+	bool changed = false;
+	int err = 0;
+	etcdserverpb__alarm_response__init(&m);
+	one.memberid = in->memberid;
+	one.alarm = in->alarm;
+	switch (in->action) {
+	case ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE:
+		err = kv_alarm_set(w, in->memberid, (uint32_t)in->alarm, true, &changed);
+		m.n_alarms = 1;
+		m.alarms = &one_p;
+		break;
+	case ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE:
+		err = kv_alarm_set(w, in->memberid, (uint32_t)in->alarm, false, &changed);
+		m.n_alarms = changed ? 1 : 0;
+		m.alarms = &one_p;
+		break;
+	default:
+		err = kv_alarms_list_w(w, &al);
+		if (err == 0 && al.n > 0) {
+			list = calloc(al.n, sizeof *list + sizeof **list);
+			if (list == NULL)
+				err = KV_ENOMEM;
+		}
+		for (size_t i = 0; err == 0 && i < al.n; i++) {
+			if (in->alarm != ETCDSERVERPB__ALARM_TYPE__NONE &&
+			    al.v[i].type != (uint32_t)in->alarm)
+				continue;
+			Etcdserverpb__AlarmMember *am =
+				(Etcdserverpb__AlarmMember *)(list + al.n) + m.n_alarms;
+			etcdserverpb__alarm_member__init(am);
+			am->memberid = al.v[i].member_id;
+			am->alarm = (Etcdserverpb__AlarmType)al.v[i].type;
+			list[m.n_alarms++] = am;
+		}
+		m.alarms = list;
+		break;
+	}
+	if (err == 0)
+		err = current_revision(w, &out->revision);
+	if (err == 0 && (m.header = kvconv_header(h, out->revision, a)) == NULL)
+		err = KV_ENOMEM;
+	if (err == 0)
+		err = pack(&m.base, out);
+	free(list);
+	kv_alarms_free(&al);
+	return err;
+}
+
 /* ---- membership ------------------------------------------------------- */
 
 const char *const apply_member_errors[] = {
@@ -457,7 +552,8 @@ int apply_request(struct kv_wtx *w, const Cairn__Serverpb__Request *req,
 	int err;
 	memset(out, 0, sizeof *out);
 	out->message = "";
-	switch (req->op_case) {
+	err = capped(w, req);
+	switch (err != 0 ? CAIRN__SERVERPB__REQUEST__OP__NOT_SET : req->op_case) {
 	case CAIRN__SERVERPB__REQUEST__OP_PUT:
 		err = do_put(w, req->put, h, &a, out);
 		break;
@@ -485,8 +581,12 @@ int apply_request(struct kv_wtx *w, const Cairn__Serverpb__Request *req,
 	case CAIRN__SERVERPB__REQUEST__OP_MEMBER_CHANGE:
 		err = do_member(w, req, h, out);
 		break;
+	case CAIRN__SERVERPB__REQUEST__OP_ALARM:
+		err = do_alarm(w, req->alarm, h, &a, out);
+		break;
 	default:
-		err = KV_EINVAL; /* a Request with no operation: refused */
+		if (err == 0)
+			err = KV_EINVAL; /* a Request with no operation: refused */
 		break;
 	}
 	kvconv_arena_free(&a);

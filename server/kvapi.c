@@ -1,5 +1,5 @@
-/* kvapi.c: the etcd KV calls (Range, Put, DeleteRange, Txn, Compact) and
- * Maintenance.Status of a member. Writes become a Request proposed through
+/* kvapi.c: the etcd KV calls (Range, Put, DeleteRange, Txn, Compact) of a
+ * member (Maintenance.Status is in maint.c). Writes become a Request proposed through
  * Raft and are answered when applied (member.c); linearizable Ranges go
  * through ReadIndex, serializable ones are served from the local store. */
 #include "member_int.h"
@@ -11,8 +11,6 @@
 
 #include "kvconv.h"
 
-#define SERVER_VERSION "3.4.0" /* the etcd API version Cairn speaks, for Status */
-
 /* Proposes a Request built by fill() for the waiting call. */
 static void propose(struct srv_member *m, struct net_grpc_call *call, Cairn__Serverpb__Request *req)
 {
@@ -22,6 +20,11 @@ static void propose(struct srv_member *m, struct net_grpc_call *call, Cairn__Ser
 	size_t n = cairn__serverpb__request__get_packed_size(req);
 	if (n > m->max_request_bytes) {
 		member_finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
+		return;
+	}
+	if (maint_quota_refuses(m, req, n)) {
+		member_finish_error(call, ST_RESOURCE_EXHAUSTED,
+				    "etcdserver: mvcc: database space exceeded");
 		return;
 	}
 	uint8_t *buf = malloc(n ? n : 1);
@@ -131,43 +134,6 @@ static void h_range(struct net_grpc_call *call, void *data)
 	net_grpc_call_set_callbacks(call, &cbs, data);
 }
 
-static void on_msg_status(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
-{
-	struct srv_member *m = user;
-	struct raft_status rs;
-	struct kv_status ks;
-	Etcdserverpb__StatusResponse out = ETCDSERVERPB__STATUS_RESPONSE__INIT;
-	Etcdserverpb__ResponseHeader h;
-	(void)data;
-	(void)len;
-	net_grpc_call_set_callbacks(call, NULL, NULL);
-	raft_status(m->raft, &rs);
-	if (m->installing > 0 || kv_status(m->kv, &ks) != 0)
-		memset(&ks, 0, sizeof ks);
-	member_header_init(m, &h, ks.revision);
-	out.header = &h;
-	out.version = (char *)SERVER_VERSION;
-	char path[4200];
-	struct stat st;
-	snprintf(path, sizeof path, "%s/db/data.mdb", m->data_dir);
-	if (stat(path, &st) == 0) {
-		out.dbsize = (int64_t)st.st_size;
-		out.dbsizeinuse = (int64_t)st.st_blocks * 512;
-	}
-	out.leader = rs.leader;
-	out.raftindex = rs.last_index;
-	out.raftterm = rs.term;
-	out.raftappliedindex = ks.applied_index;
-	out.islearner = raft_conf_role(&rs.conf, m->id) == RAFT_LEARNER;
-	member_finish_msg(call, &out.base);
-}
-
-static void h_status(struct net_grpc_call *call, void *data)
-{
-	static const struct net_grpc_call_callbacks cbs = { .on_message = on_msg_status };
-	net_grpc_call_set_callbacks(call, &cbs, data);
-}
-
 int kvapi_register(struct srv_member *m)
 {
 	static const struct {
@@ -179,7 +145,6 @@ int kvapi_register(struct srv_member *m)
 		{ "/etcdserverpb.KV/DeleteRange", h_delete_range },
 		{ "/etcdserverpb.KV/Txn", h_txn },
 		{ "/etcdserverpb.KV/Compact", h_compact },
-		{ "/etcdserverpb.Maintenance/Status", h_status },
 	};
 	int err = 0;
 	for (size_t i = 0; err == 0 && i < sizeof methods / sizeof methods[0]; i++)

@@ -306,6 +306,10 @@ int kvconv_txn_resp(const struct kv_txn_resp *in, const Etcdserverpb__ResponseHe
 	out->succeeded = in->succeeded;
 	if (in->n_responses == 0)
 		return 0;
+	/* etcd fills in cluster, member and term on the outer header only: the
+	 * responses inside a Txn carry just their revision */
+	static const Etcdserverpb__ResponseHeader bare = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+	h = &bare;
 	Etcdserverpb__ResponseOp **ops = kvconv_alloc(a, in->n_responses * sizeof *ops);
 	if (ops == NULL)
 		return KV_ENOMEM;

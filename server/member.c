@@ -217,6 +217,8 @@ static void on_tick(uv_timer_t *t)
 	struct srv_member *m = t->data;
 	raft_tick(m->raft);
 	cluster_housekeeping(m);
+	lease_tick(m);
+	http_tick(m);
 	if (m->n_waiters > 0 && (uv_now(m->loop) / m->heartbeat_ms) % 10 == 0)
 		expire_waiters(m);
 	member_kick(m);
@@ -308,6 +310,8 @@ static void member_free(struct srv_member *m)
 			etcdserverpb__range_request__free_unpacked(m->waiters[i].range, NULL);
 	free(m->waiters);
 	pipeline_free(m);
+	watch_hub_free(m);
+	lease_free(m);
 	if (m->raft != NULL)
 		raft_free(m->raft);
 	kv_close(m->kv);
@@ -326,7 +330,8 @@ static void member_free(struct srv_member *m)
 
 static int tls_contexts(struct srv_member *m, const struct srv_config *cfg, char *err, size_t len)
 {
-	static const char *const h2[] = { "h2" };
+	/* h2 first: gRPC; http/1.1 for /health, /version, /metrics and the JSON gateway */
+	static const char *const h2[] = { "h2", "http/1.1" };
 	static const char *const raft_proto[] = { "cairn-raft/1" };
 	bool client_https = cfg->listen_client_urls.n > 0 && cfg->listen_client_urls.v[0].https;
 	bool peer_https = cfg->listen_peer_urls.n > 0 && cfg->listen_peer_urls.v[0].https;
@@ -338,7 +343,7 @@ static int tls_contexts(struct srv_member *m, const struct srv_config *cfg, char
 			.trusted_ca_file = cfg->client_tls.trusted_ca_file,
 			.client_cert_auth = cfg->client_tls.client_cert_auth,
 			.alpn = h2,
-			.n_alpn = 1,
+			.n_alpn = 2,
 		};
 		if (net_tls_ctx_new(&c, &m->client_tls.server, err, len) != 0)
 			return -1;
@@ -503,6 +508,7 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 		return fail(err, err_len, -1, "out of memory");
 	m->loop = loop;
 	m->lock_fd = -1;
+	srv_metrics_init(&m->metrics);
 	m->name = strdup(cfg->name);
 	m->data_dir = strdup(cfg->data_dir);
 	m->heartbeat_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 100;
@@ -616,6 +622,8 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 		.log = on_net_log,
 		.data = m,
 		.on_join = cluster_on_join,
+		.on_ask = lease_on_ask,
+		.on_answer = lease_on_answer,
 	};
 	if (m->peer_tls.server != NULL) {
 		tc.stream.filter = net_tls_filter_factory;
@@ -636,7 +644,9 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	gl.max_recv_message = m->max_request_bytes + NET_GRPC_ETCD_OVERHEAD_BYTES;
 	if (rv == 0 && (nerr = net_grpc_server_new(&gl, &m->grpc)) != 0)
 		rv = fail(err, err_len, -1, "grpc: %s", net_strerror(nerr));
-	if (rv == 0 && ((nerr = kvapi_register(m)) != 0 || (nerr = cluster_register(m)) != 0))
+	if (rv == 0 && ((nerr = kvapi_register(m)) != 0 || (nerr = cluster_register(m)) != 0 ||
+			(nerr = watch_register(m)) != 0 || (nerr = lease_register(m)) != 0 ||
+			(nerr = maint_register(m)) != 0 || (nerr = auth_register(m)) != 0))
 		rv = fail(err, err_len, -1, "grpc: %s", net_strerror(nerr));
 	m->client_urls = calloc(cfg->advertise_client_urls.n + 1, sizeof *m->client_urls);
 	for (size_t i = 0; rv == 0 && m->client_urls && i < cfg->advertise_client_urls.n; i++)
@@ -644,7 +654,10 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 			     strdup(cfg->advertise_client_urls.v[i].text)))
 			m->n_client_urls++;
 	for (size_t i = 0; rv == 0 && i < cfg->listen_client_urls.n && i < MAX_LISTENERS; i++) {
-		struct net_grpc_listener_opts lo = { .log = on_net_log, .log_data = m };
+		struct net_grpc_listener_opts lo = { .log = on_net_log,
+						     .log_data = m,
+						     .on_http1 = http_on_connection,
+						     .http1_data = m };
 		nerr = net_grpc_listener_open(loop, cfg->listen_client_urls.v[i].text, m->grpc,
 					      m->client_tls.server ? &m->client_tls : NULL, &lo,
 					      &m->listeners[m->n_listeners]);
@@ -725,6 +738,8 @@ void member_stop_now(struct srv_member *m)
 		}
 	}
 	m->n_waiters = 0;
+	watch_hub_stop(m); /* watch streams end before the listeners drain */
+	lease_stop(m);     /* so do keepalive streams */
 	m->closing = 1; /* held until every close below is started */
 	for (size_t i = 0; i < m->n_listeners; i++) {
 		m->closing++;
@@ -735,6 +750,8 @@ void member_stop_now(struct srv_member *m)
 		net_transport_close(m->transport, on_transport_closed);
 	}
 	m->closing += pipeline_close(m, on_worker_closed);
+	m->closing += http_close_all(m, closed_one);
+	m->closing += watch_hub_close(m, on_handle_closed);
 	uv_handle_t *hs[] = { (uv_handle_t *)&m->tick, (uv_handle_t *)&m->retry,
 			      (uv_handle_t *)&m->kick, (uv_handle_t *)&m->handoff,
 			      (uv_handle_t *)&m->campaign };

@@ -1,7 +1,7 @@
 /* member_int.h: the member's state, shared by the files of one member:
  * member.c (the loop, the storage job, start and stop), kvapi.c (the KV
- * calls and Maintenance.Status) and cluster.c (the Cluster calls and the
- * membership the store keeps). Everything here runs on the loop thread
+ * calls), maint.c (the Maintenance calls, alarms and gRPC health), auth.c
+ * and cluster.c (the Cluster calls and the membership the store keeps). Everything here runs on the loop thread
  * unless a comment says otherwise. */
 #ifndef CAIRN_SERVER_MEMBER_INT_H
 #define CAIRN_SERVER_MEMBER_INT_H
@@ -18,6 +18,7 @@
 #include "etcdserverpb/rpc.pb-c.h"
 #include "grpc.h"
 #include "grpc_uv.h"
+#include "http.h"
 #include "kvstore.h"
 #include "logstore.h"
 #include "member.h"
@@ -84,6 +85,8 @@ struct apply_batch {
 	struct raft_conf conf; /* the configuration as of that index */
 	int64_t revision;      /* the store's revision after the batch */
 	bool members_changed;  /* the member table changed (cluster.c) */
+	struct kv_events events; /* BATCH_ENTRIES: the changes it committed, for watchers */
+	bool has_events;
 };
 
 /* The storage thread's job for one update: step 2 of the contract. */
@@ -207,6 +210,16 @@ struct srv_member {
 	uint64_t cl_published_at;
 	bool cl_removed;
 	bool cl_quiet; /* no pending change, attributes published: ticks skip the table */
+
+	struct watch_hub *watch; /* watch.c: the Watch streams and their watchers */
+	struct lease_srv *lease; /* lease.c: the Lease service and the leader's lease table */
+
+	/* http.c and metrics.c: the HTTP/1.1 connections of the client port and the metrics
+	 * /metrics serves (srv_metrics_gauge_set is the hook for watch and lease counts) */
+	struct srv_metrics metrics;
+	struct hconn *http_conns;
+	size_t n_http_conns;
+	void (*http_closed)(struct srv_member *m); /* set at stop: each closed connection */
 };
 
 static inline uint64_t now_ms(struct srv_member *m)
@@ -258,10 +271,35 @@ int cluster_apply_conf_change(struct srv_member *m, struct kv_wtx *w, const stru
  * transport's peers follow the store's member table. */
 void cluster_members_changed(struct srv_member *m);
 
-/* Registers the KV calls and Maintenance.Status (kvapi.c), the Cluster
- * calls (cluster.c) on m->grpc. 0 or a net error code. */
+/* Registers the KV calls (kvapi.c), the Cluster calls (cluster.c) on
+ * m->grpc. 0 or a net error code. */
 int kvapi_register(struct srv_member *m);
 int cluster_register(struct srv_member *m);
+/* The Maintenance calls and grpc.health.v1.Health (maint.c), the Auth
+ * calls (auth.c). 0 or a net error code. */
+int maint_register(struct srv_member *m);
+int auth_register(struct srv_member *m);
+/* maint.c: etcd's quota check before a write is proposed: true when the
+ * store would pass its quota with `cost` more bytes and req writes (Put, a
+ * Txn with a write, a lease grant); the caller refuses the call with
+ * NOSPACE, and this member's NOSPACE alarm is proposed (at most once a
+ * second). */
+bool maint_quota_refuses(struct srv_member *m, const Cairn__Serverpb__Request *req, size_t cost);
+
+/* watch.c: the Watch service. register creates the hub (m->watch, with
+ * its idle and timer handles) and registers Watch/Watch; batch hands it an
+ * applied batch's events (borrowed for the call) and the store's revision
+ * after it; resync follows a snapshot install (every watcher reads the store
+ * from its next revision); stop finishes every stream (member stopping);
+ * close closes the hub's handles with cb (their data is m) and returns how
+ * many; free releases the rest (member_free). Loop thread. */
+struct watch_hub;
+int watch_register(struct srv_member *m);
+void watch_hub_batch(struct srv_member *m, const struct kv_events *ev, int64_t revision);
+void watch_hub_resync(struct srv_member *m, int64_t revision);
+void watch_hub_stop(struct srv_member *m);
+int watch_hub_close(struct srv_member *m, uv_close_cb cb);
+void watch_hub_free(struct srv_member *m);
 
 /* cluster.c, at start (before the loop runs): seeds the founding members'
  * records in the first write transaction; joins a running cluster
@@ -277,5 +315,22 @@ int cluster_load_peers(struct srv_member *m, char *err, size_t len);
 int cluster_on_join(struct net_transport *t, const char *peer_url, struct net_join_answer *out,
 		    char *reason, size_t cap);
 void cluster_housekeeping(struct srv_member *m);
+
+/* lease.c: the Lease calls (registered with lease_register, which sets
+ * m->lease); every heartbeat, the leader's expiry and checkpoints and the
+ * deadlines of questions to the leader (lease_tick); the leader as the
+ * latest Raft update names it (lease_leader_changed, 0: none); at stop, the
+ * open streams answered (lease_stop), the rest freed (lease_free). The
+ * transport's callbacks for ASK and ANSWER frames (net/frame.h). */
+struct lease_srv;
+int lease_register(struct srv_member *m);
+void lease_tick(struct srv_member *m);
+void lease_leader_changed(struct srv_member *m, uint64_t leader);
+void lease_stop(struct srv_member *m);
+void lease_free(struct srv_member *m);
+void lease_on_ask(struct net_transport *t, uint64_t from, enum net_channel ch, const uint8_t *buf,
+		  size_t len);
+void lease_on_answer(struct net_transport *t, uint64_t from, enum net_channel ch,
+		     const uint8_t *buf, size_t len);
 
 #endif /* CAIRN_SERVER_MEMBER_INT_H */

@@ -84,6 +84,8 @@ static void batch_free(struct apply_batch *b)
 	free(b->res);
 	free(b->entries);
 	free(b->buf);
+	if (b->has_events)
+		kv_events_free(&b->events);
 	free(b);
 }
 
@@ -136,13 +138,18 @@ static int apply_entries(struct apply_batch *b)
 		kv_txn_abort(w); /* nothing new */
 		return 0;
 	}
-	if (err == 0)
-		err = kv_txn_commit(w, last);
-	else
+	if (err == 0) {
+		double t0 = srv_metrics_now();
+		err = kv_txn_commit_events(w, last, &b->events); /* for the watch hub */
+		srv_hist_observe(&m->metrics.backend_commit, srv_metrics_now() - t0);
+		srv_hist_observe(&m->metrics.apply_batch, (double)b->n_entries);
+	} else {
 		kv_txn_abort(w);
+	}
 	if (err == 0) {
 		m->ap_applied = last;
 		m->ap_conf = conf;
+		b->has_events = true;
 	}
 	return err;
 }
@@ -360,6 +367,11 @@ static void apply_done(struct srv_job *job, bool cancelled)
 	if (b->revision > 0)
 		m->revision = b->revision;
 	answer_results(m, b);
+	/* watchers after the clients: a watcher never sees a change before its writer */
+	if (b->kind == BATCH_INSTALL)
+		watch_hub_resync(m, b->revision);
+	else if (b->has_events)
+		watch_hub_batch(m, &b->events, b->revision);
 	if (b->kind == BATCH_INSTALL) {
 		struct srv_log_line l;
 		m->snap_index = b->snap.index;
@@ -606,7 +618,12 @@ static void maybe_copy(struct srv_member *m)
 static void persist_run(struct srv_job *job)
 {
 	struct persist_job *j = (struct persist_job *)job;
+	bool wal = j->u.n_entries > 0 || j->u.has_hard_state;
+	double t0 = wal ? srv_metrics_now() : 0;
 	j->err = logstore_persist(j->m->ls, &j->u);
+	/* the WAL append and its fdatasync, for etcd_disk_wal_fsync_duration_seconds */
+	if (wal && j->err == 0)
+		srv_hist_observe(&j->m->metrics.wal_fsync, srv_metrics_now() - t0);
 }
 
 static void snap_commit_run(struct srv_job *job)
@@ -769,7 +786,10 @@ static void process(struct srv_member *m)
 		srv_log_hex(&l, "leader", j->u.leader);
 		srv_log_u64(&l, "term", j->u.has_hard_state ? j->u.hard_state.term : m->term);
 		srv_log_end(&l);
+		if (j->u.leader != 0)
+			m->metrics.leader_changes++;
 		m->leader = j->u.leader;
+		lease_leader_changed(m, m->leader); /* only a leader keeps lease deadlines */
 	}
 	if (m->handoff_on && j->u.leader != 0 && j->u.leader != m->id) {
 		/* the handoff is done: stop. This update is dropped unpersisted

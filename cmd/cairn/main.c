@@ -1,5 +1,6 @@
 /* main.c: the cairn daemon. Loads the configuration (server/config.h), runs one member
  * (server/member.h) on a libuv loop, and stops it gracefully on SIGTERM or SIGINT.
+ * `cairn snapshot status|restore` (snapshot.c) works on snapshot files without a member.
  *
  * Exit status, as etcd's: 0 after --help, --version or a graceful stop; 2 for a command line
  * mistake; 1 for a configuration that cannot run or a member that fails to start. A second
@@ -19,6 +20,7 @@
 #include "config.h"
 #include "log.h"
 #include "member.h"
+#include "snapshot.h"
 
 extern char **environ; /* POSIX: declared by no header without _GNU_SOURCE */
 
@@ -214,6 +216,9 @@ int main(int argc, char **argv)
 	 * EPIPE instead. */
 	signal(SIGPIPE, SIG_IGN);
 
+	if (argc >= 2 && strcmp(argv[1], "snapshot") == 0) {
+		return cairn_snapshot_main(argc - 2, argv + 2);
+	}
 	if (argc >= 2 && strcmp(argv[1], "agent") == 0) {
 		fprintf(stderr, "cairn agent: the gossip agent is not available in this build\n"
 				"Run `cairn --help` for the server's flags.\n");

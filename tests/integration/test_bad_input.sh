@@ -8,12 +8,13 @@
 #      time (closed by the preface guard, net/grpc_uv.h: preface_timeout_ms 5000); 200 raw idle
 #      connections (closed by the same guard) and 200 idle HTTP/2 connections (kept: etcd sets
 #      no idle limit) held while clients are served, well under the listener's max_connections
-#      (1024); HTTP/1.1 GET / (505); a TLS ClientHello on the http:// port.
+#      (1024); HTTP/1.1 GET / (404); a TLS ClientHello on the http:// port.
 #   2. Requests through etcdctl, on every member (leader and followers): a value over
 #      --max-request-bytes ("etcdserver: request is too large") and one over the gRPC receive
 #      limit, --max-request-bytes + 512 KiB as in etcd ("grpc: received message larger than
 #      max"); get with key > range_end (empty, no error); a txn of 129 operations and one putting
-#      a key twice; Lease, Watch, Defragment and MemberAdd, not served (Unimplemented, at once);
+#      a key twice; an unknown lease (revoke, put), an unknown member (remove), a taken peer URL
+#      (member add), refused at once;
 #      a future revision; a compacted revision; an empty key.
 #   3. Peer port (raw sockets), on every member: random bytes, a frame header with a valid CRC
 #      and a length of almost 4 GiB, a header with a bad CRC, an HTTP/2 preface, half a header
@@ -291,11 +292,8 @@ done
 
 out=$(raw http1 "$C")
 expect_closed "$out" "$FAST" "HTTP/1.1 GET / on the client port"
-if [[ $IT_FLAVOUR == cairn ]]; then
-	it_expect_match "$out" 'status=HTTP/1.1_505_' "HTTP/1.1 GET /: 505"
-else
-	it_skip_note "the 505 to HTTP/1.1 (etcd serves HTTP/1.1 on the client port)"
-fi
+# HTTP/1.1 is served beside gRPC (/health, /version, /metrics, /v3/...): / is not a route.
+it_expect_match "$out" 'status=HTTP/1.1_404_' "HTTP/1.1 GET /: 404"
 serving "$T" "HTTP/1.1 GET /"
 
 out=$(raw tls-hello "$C")
@@ -439,24 +437,19 @@ for n in "${NAMES[@]}"; do
 	fails "del of an empty key via $n" 'etcdserver: key is not provided' it_ctl "$ep" del ""
 	serving "$n" "future revision and empty keys"
 
-	# Methods not served (docs/api-compat.md): Unimplemented at once, not a hang.
-	if [[ $IT_FLAVOUR == cairn ]]; then
-		t0=$SECONDS
-		fails "lease grant via $n" 'code = Unimplemented' it_ctl "$ep" lease grant 10
-		fails "defrag via $n" 'code = Unimplemented' it_ctl "$ep" defrag
-		# member add of a peer URL a member has: refused, nothing added.
-		purl=$(it_ctl "$ep" member list | awk -F', ' 'NR == 1 { print $4 }')
-		fails "member add of a taken peer URL via $n" 'etcdserver: Peer URLs already exists' \
-			it_ctl "$ep" member add extra --peer-urls="$purl"
-		# etcdctl watch prints the cancel and exits 1; timeout's 124 would mean a hang.
-		out=$(timeout 10 "$IT_ETCDCTL" --endpoints="$ep" --dial-timeout=2s watch foo 2>&1) &&
-			it_fail "watch via $n succeeded: $out"
-		it_expect_match "$out" 'code = Unimplemented' "watch via $n"
-		((SECONDS - t0 <= 5)) || it_fail "unimplemented methods took $((SECONDS - t0)) s via $n"
-		serving "$n" "unimplemented methods"
-	else
-		it_skip_note "Unimplemented answers (etcd serves Lease, Watch, Defragment)"
-	fi
+	# Leases and members that do not exist, and a taken peer URL: etcd's errors, at once.
+	t0=$SECONDS
+	fails "revoke of an unknown lease via $n" 'etcdserver: requested lease not found' \
+		it_ctl "$ep" lease revoke 1234abcd
+	fails "put with an unknown lease via $n" 'etcdserver: requested lease not found' \
+		it_ctl "$ep" put leased v --lease=1234abcd
+	fails "remove of an unknown member via $n" 'etcdserver: member not found' \
+		it_ctl "$ep" member remove 1234abcd
+	purl=$(it_ctl "$ep" member list | awk -F', ' 'NR == 1 { print $4 }')
+	fails "member add of a taken peer URL via $n" 'etcdserver: Peer URLs already exists' \
+		it_ctl "$ep" member add extra --peer-urls="$purl"
+	((SECONDS - t0 <= 10)) || it_fail "refusals took $((SECONDS - t0)) s via $n"
+	serving "$n" "unknown leases and members"
 done
 
 # Compaction, then a read below it (once: compaction is cluster-wide).

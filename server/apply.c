@@ -224,7 +224,6 @@ static int capped(struct kv_wtx *w, const Cairn__Serverpb__Request *req)
  * ACTIVATE raises one and answers it, DEACTIVATE clears one and answers it
  * if it was raised. */
 static int do_alarm(struct kv_wtx *w, const Etcdserverpb__AlarmRequest *in,
-		    const Etcdserverpb__ResponseHeader *h, struct kvconv_arena *a,
 		    struct apply_result *out)
 {
 	Etcdserverpb__AlarmResponse m;
@@ -268,10 +267,9 @@ static int do_alarm(struct kv_wtx *w, const Etcdserverpb__AlarmRequest *in,
 		m.alarms = list;
 		break;
 	}
+	/* etcd 3.4 answers Alarm without a header */
 	if (err == 0)
 		err = current_revision(w, &out->revision);
-	if (err == 0 && (m.header = kvconv_header(h, out->revision, a)) == NULL)
-		err = KV_ENOMEM;
 	if (err == 0)
 		err = pack(&m.base, out);
 	free(list);
@@ -373,11 +371,11 @@ int apply_member_put(struct kv_wtx *w, const Etcdserverpb__Member *mem)
 }
 
 int apply_members_response(const struct apply_members *t, const Etcdserverpb__ResponseHeader *h,
-			   int64_t revision, const Etcdserverpb__Member *added,
-			   struct apply_result *out)
+			   const Etcdserverpb__Member *added, struct apply_result *out)
 {
+	/* etcd's Cluster answers carry cluster, member and term, no revision */
 	Etcdserverpb__ResponseHeader hdr = *h;
-	hdr.revision = revision;
+	hdr.revision = 0;
 	if (added != NULL) {
 		Etcdserverpb__MemberAddResponse r = ETCDSERVERPB__MEMBER_ADD_RESPONSE__INIT;
 		r.header = &hdr;
@@ -517,7 +515,7 @@ static int do_member(struct kv_wtx *w, const Cairn__Serverpb__Request *req,
 		} else if (err == 0) {
 			err = current_revision(w, &out->revision);
 			if (err == 0)
-				err = apply_members_response(&t, h, out->revision, NULL, out);
+				err = apply_members_response(&t, h, NULL, out);
 		}
 		break;
 	default: {
@@ -582,7 +580,7 @@ int apply_request(struct kv_wtx *w, const Cairn__Serverpb__Request *req,
 		err = do_member(w, req, h, out);
 		break;
 	case CAIRN__SERVERPB__REQUEST__OP_ALARM:
-		err = do_alarm(w, req->alarm, h, &a, out);
+		err = do_alarm(w, req->alarm, out);
 		break;
 	default:
 		if (err == 0)

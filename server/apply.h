@@ -56,10 +56,10 @@ const Etcdserverpb__Member *apply_members_find(const struct apply_members *t, ui
 int apply_member_put(struct kv_wtx *w, const Etcdserverpb__Member *mem);
 /* Packs etcd's answer to a Cluster call into out: MemberAddResponse when
  * added is not NULL, else the layout MemberRemove, MemberUpdate and
- * MemberPromote responses share (header, members). */
+ * MemberPromote responses share (header, members). The header's revision is
+ * left out, as etcd leaves it out of every Cluster answer. */
 int apply_members_response(const struct apply_members *t, const Etcdserverpb__ResponseHeader *h,
-			   int64_t revision, const Etcdserverpb__Member *added,
-			   struct apply_result *out);
+			   const Etcdserverpb__Member *added, struct apply_result *out);
 /* etcd's texts for the refusals of the Cluster calls (static strings). */
 extern const char *const apply_member_errors[];
 /* The static copy of msg among apply_member_errors, or NULL. */

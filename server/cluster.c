@@ -380,7 +380,7 @@ static void on_msg_member_list(struct net_grpc_call *call, const uint8_t *data, 
 	}
 	member_header_init(m, &h, m->revision);
 	/* MemberListResponse: header 1, members 2, as the shared layout */
-	if (apply_members_response(&t, &h, m->revision, NULL, &r) == 0) {
+	if (apply_members_response(&t, &h, NULL, &r) == 0) {
 		int err = net_grpc_call_send(call, r.resp, r.resp_len);
 		net_grpc_call_finish(call, err == 0 ? ST_OK : ST_INTERNAL,
 				     err == 0 ? "" : "send failed");
@@ -478,7 +478,7 @@ int cluster_apply_conf_change(struct srv_member *m, struct kv_wtx *w, const stru
 				mc->kind == CAIRN__SERVERPB__MEMBER_CHANGE__KIND__ADD ?
 					apply_members_find(&after, cc.id) :
 					NULL;
-			err = apply_members_response(&after, &h, m->revision, added, &r);
+			err = apply_members_response(&after, &h, added, &r);
 			apply_members_free(&after);
 		}
 		if (err == 0)

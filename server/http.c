@@ -483,7 +483,10 @@ static void handle(struct hconn *c, const struct net_http1_request *q)
 	}
 	const struct gw_route *r = gw_route_find(q->path);
 	if (r == NULL) {
-		respond_text(c, 404, "Not Found\n", false);
+		/* etcd's two texts: its gateway's under /v3/, Go's elsewhere */
+		respond_text(c, 404,
+			     strncmp(q->path, "/v3/", 4) == 0 ? "Not Found\n" : "404 page not found\n",
+			     false);
 		return;
 	}
 	if (strcmp(q->method, "POST") != 0) {

@@ -67,6 +67,7 @@ struct srv_metrics {
 	struct srv_hist backend_commit; /* apply thread: one LMDB write transaction's commit */
 	struct srv_hist apply_batch;    /* apply thread: entries per batch */
 	uint64_t leader_changes;        /* loop thread */
+	uint64_t proposals_failed;      /* loop thread: refused by Raft or timed out */
 	double start_time;              /* seconds since the epoch */
 	int64_t gauges[SRV_GAUGE_COUNT];
 	bool gauge_set[SRV_GAUGE_COUNT];

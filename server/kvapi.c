@@ -43,6 +43,7 @@ static void propose(struct srv_member *m, struct net_grpc_call *call, Cairn__Ser
 	free(buf);
 	if (err != 0) {
 		member_waiter_remove(m, w);
+		m->metrics.proposals_failed++;
 		if (err == RAFT_ENOLEADER)
 			member_finish_error(call, ST_UNAVAILABLE, "etcdserver: no leader");
 		else if (err == RAFT_EBUSY)

@@ -297,19 +297,31 @@ int kvconv_delete_resp(const struct kv_delete_resp *in, const Etcdserverpb__Resp
 	return err;
 }
 
-int kvconv_txn_resp(const struct kv_txn_resp *in, const Etcdserverpb__ResponseHeader *h,
-		    struct kvconv_arena *a, Etcdserverpb__TxnResponse *out)
+/* Whether the Txn wrote anything: a put, or a delete that deleted. */
+static bool txn_changed(const struct kv_txn_resp *in)
 {
-	etcdserverpb__txn_response__init(out);
-	if ((out->header = kvconv_header(h, in->revision, a)) == NULL)
-		return KV_ENOMEM;
+	for (size_t i = 0; i < in->n_responses; i++) {
+		const struct kv_op_resp *r = &in->responses[i];
+		if (r->type == KV_OP_PUT || (r->type == KV_OP_DELETE && r->u.del.deleted > 0) ||
+		    (r->type == KV_OP_TXN && r->u.txn != NULL && txn_changed(r->u.txn)))
+			return true;
+	}
+	return false;
+}
+
+/* The responses of a Txn with the headers etcd gives them: only a revision,
+ * the one each operation saw in order. A read sees `begin` (the revision
+ * before the Txn) until an earlier operation of the Txn wrote, begin + 1
+ * after; a put is at begin + 1; a delete at begin + 1 once anything was
+ * written. A nested Txn's own header is empty. *changed carries "written so
+ * far" across nested Txns. */
+static int txn_ops_conv(const struct kv_txn_resp *in, int64_t begin, bool *changed,
+			struct kvconv_arena *a, Etcdserverpb__TxnResponse *out)
+{
+	static const Etcdserverpb__ResponseHeader bare = ETCDSERVERPB__RESPONSE_HEADER__INIT;
 	out->succeeded = in->succeeded;
 	if (in->n_responses == 0)
 		return 0;
-	/* etcd fills in cluster, member and term on the outer header only: the
-	 * responses inside a Txn carry just their revision */
-	static const Etcdserverpb__ResponseHeader bare = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-	h = &bare;
 	Etcdserverpb__ResponseOp **ops = kvconv_alloc(a, in->n_responses * sizeof *ops);
 	if (ops == NULL)
 		return KV_ENOMEM;
@@ -327,34 +339,54 @@ int kvconv_txn_resp(const struct kv_txn_resp *in, const Etcdserverpb__ResponseHe
 		case KV_OP_RANGE:
 			o->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE;
 			o->response_range = kvconv_alloc(a, sizeof *o->response_range);
-			if (o->response_range != NULL)
-				err = kvconv_range_resp(&r->u.range, h, a, o->response_range);
+			if (o->response_range != NULL &&
+			    (err = kvconv_range_resp(&r->u.range, &bare, a, o->response_range)) == 0)
+				o->response_range->header->revision = begin + *changed;
 			break;
 		case KV_OP_PUT:
+			*changed = true;
 			o->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_PUT;
 			o->response_put = kvconv_alloc(a, sizeof *o->response_put);
-			if (o->response_put != NULL)
-				err = kvconv_put_resp(&r->u.put, h, a, o->response_put);
+			if (o->response_put != NULL &&
+			    (err = kvconv_put_resp(&r->u.put, &bare, a, o->response_put)) == 0)
+				o->response_put->header->revision = begin + 1;
 			break;
 		case KV_OP_DELETE:
+			if (r->u.del.deleted > 0)
+				*changed = true;
 			o->response_case =
 				ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_DELETE_RANGE;
 			o->response_delete_range =
 				kvconv_alloc(a, sizeof *o->response_delete_range);
-			if (o->response_delete_range != NULL)
-				err = kvconv_delete_resp(&r->u.del, h, a, o->response_delete_range);
+			if (o->response_delete_range != NULL &&
+			    (err = kvconv_delete_resp(&r->u.del, &bare, a,
+						      o->response_delete_range)) == 0)
+				o->response_delete_range->header->revision = begin + *changed;
 			break;
 		case KV_OP_TXN:
 			o->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN;
 			o->response_txn = kvconv_alloc(a, sizeof *o->response_txn);
-			if (o->response_txn != NULL && r->u.txn != NULL)
-				err = kvconv_txn_resp(r->u.txn, h, a, o->response_txn);
+			if (o->response_txn == NULL || r->u.txn == NULL)
+				break;
+			etcdserverpb__txn_response__init(o->response_txn);
+			if ((o->response_txn->header = kvconv_header(&bare, 0, a)) != NULL)
+				err = txn_ops_conv(r->u.txn, begin, changed, a, o->response_txn);
 			break;
 		}
 		if (err != 0)
 			return err;
 	}
 	return 0;
+}
+
+int kvconv_txn_resp(const struct kv_txn_resp *in, const Etcdserverpb__ResponseHeader *h,
+		    struct kvconv_arena *a, Etcdserverpb__TxnResponse *out)
+{
+	etcdserverpb__txn_response__init(out);
+	if ((out->header = kvconv_header(h, in->revision, a)) == NULL)
+		return KV_ENOMEM;
+	bool changed = false;
+	return txn_ops_conv(in, in->revision - txn_changed(in), &changed, a, out);
 }
 
 /* ---- errors ------------------------------------------------------------ */

@@ -1130,6 +1130,9 @@ void lease_tick(struct srv_member *m)
 		if (a->seq != 0 && a->deadline <= now)
 			ask_fail(ls, a, ST_UNAVAILABLE, "etcdserver: request timed out");
 	}
+	if ((ls->leading && ls->built) || ls->count_known)
+		srv_metrics_gauge_set(m, SRV_GAUGE_LEASES,
+				      (int64_t)(ls->leading && ls->built ? ls->tab.n : ls->count));
 	if (!ls->leading || !is_leader(m))
 		return;
 	sync_table(ls, false);

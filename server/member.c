@@ -205,6 +205,8 @@ static void expire_waiters(struct srv_member *m)
 		struct waiter *w = &m->waiters[i];
 		if (w->id != 0 && w->deadline_ms <= now) {
 			struct net_grpc_call *call = w->call;
+			if (w->range == NULL)
+				m->metrics.proposals_failed++; /* a write, not a read */
 			member_waiter_remove(m, w);
 			member_finish_error(call, ST_UNAVAILABLE, "etcdserver: request timed out");
 			i--; /* a later entry may have moved into this slot */

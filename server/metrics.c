@@ -122,9 +122,9 @@ static void process_metrics(struct srv_member *m, struct srv_text *o)
 			   &ut, &st, &rss) == 3) {
 			double tck = (double)sysconf(_SC_CLK_TCK);
 			counter(o, "process_cpu_seconds_total",
-				"Total user and system CPU time spent in seconds.",
+				"CPU time of the process, user and system, in seconds.",
 				(double)(ut + st) / tck);
-			gauge(o, "process_resident_memory_bytes", "Resident memory size in bytes.",
+			gauge(o, "process_resident_memory_bytes", "Resident set of the process in bytes.",
 			      (double)rss * (double)sysconf(_SC_PAGESIZE));
 		}
 	}
@@ -135,14 +135,14 @@ static void process_metrics(struct srv_member *m, struct srv_text *o)
 		while (readdir(d) != NULL)
 			n++;
 		closedir(d);
-		gauge(o, "process_open_fds", "Number of open file descriptors.", (double)(n - 3));
+		gauge(o, "process_open_fds", "File descriptors the process has open.", (double)(n - 3));
 	}
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-		gauge(o, "process_max_fds", "Maximum number of open file descriptors.",
+		gauge(o, "process_max_fds", "The limit on open file descriptors (RLIMIT_NOFILE).",
 		      (double)rl.rlim_cur);
 	gauge(o, "process_start_time_seconds",
-	      "Start time of the process since unix epoch in seconds.", m->metrics.start_time);
+	      "When the process started, in seconds since the Unix epoch.", m->metrics.start_time);
 }
 
 void srv_metrics_render(struct srv_member *m, struct srv_text *o)
@@ -151,42 +151,45 @@ void srv_metrics_render(struct srv_member *m, struct srv_text *o)
 	struct raft_status rs;
 	raft_status(m->raft, &rs);
 	gauge(o, "etcd_server_has_leader",
-	      "Whether or not a leader exists. 1 is existence, 0 is not.", m->leader != 0);
+	      "1 while this member knows a leader, else 0.", m->leader != 0);
 	gauge(o, "etcd_server_is_leader",
-	      "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+	      "1 while this member leads, else 0.",
 	      m->leader != 0 && m->leader == m->id);
-	counter(o, "etcd_server_leader_changes_seen_total", "The number of leader changes seen.",
+	counter(o, "etcd_server_leader_changes_seen_total", "Changes of leader this member has seen since it started.",
 		(double)mt->leader_changes);
 	gauge(o, "etcd_server_proposals_committed_total",
-	      "The total number of consensus proposals committed.", (double)rs.commit);
+	      "The Raft commit index as this member knows it.", (double)rs.commit);
 	gauge(o, "etcd_server_proposals_applied_total",
-	      "The total number of consensus proposals applied.", (double)m->applied);
+	      "The Raft index this member has applied to its store.", (double)m->applied);
 	size_t pending = 0;
 	/* Cost: one pass over the waiter table (65536 slots) per scrape. */
 	for (size_t i = 0; m->waiters != NULL && i < MAX_WAITERS; i++)
 		if (m->waiters[i].id != 0 && m->waiters[i].range == NULL)
 			pending++;
 	gauge(o, "etcd_server_proposals_pending",
-	      "The current number of pending proposals to commit.", (double)pending);
+	      "Writes proposed by this member and not yet answered.", (double)pending);
+	counter(o, "etcd_server_proposals_failed_total",
+		"Writes this member proposed that Raft refused or that timed out.",
+		(double)mt->proposals_failed);
 	head(o, "etcd_server_version", "gauge",
-	     "Which version is running. 1 for 'server_version' label with current version.");
+	     "Always 1; the label names the etcd API version served.");
 	srv_text_printf(o, "etcd_server_version{server_version=\"%s\"} 1\n", SRV_SERVER_VERSION);
 	hist(o, "etcd_disk_wal_fsync_duration_seconds",
-	     "The latency distributions of fsync called by WAL.", &mt->wal_fsync);
+	     "Time to append and fdatasync one batch of Raft log entries.", &mt->wal_fsync);
 	hist(o, "etcd_disk_backend_commit_duration_seconds",
-	     "The latency distributions of commit called by backend.", &mt->backend_commit);
-	char path[4200];
-	struct stat st;
-	snprintf(path, sizeof path, "%s/db/data.mdb", m->data_dir);
-	if (stat(path, &st) == 0) {
+	     "Time to commit one batch of applied entries to the store.", &mt->backend_commit);
+	/* the figures of Maintenance.Status: the file, the file less LMDB's
+	 * free pages (later writes reuse them), and the quota */
+	struct kv_space sp;
+	if (m->installing == 0 && kv_space(m->kv, true, &sp) == 0) {
 		gauge(o, "etcd_mvcc_db_total_size_in_bytes",
-		      "Total size of the underlying database physically allocated in bytes.",
-		      (double)st.st_size);
+		      "Size of the store's file in bytes.",
+		      (double)sp.file_bytes);
 		gauge(o, "etcd_mvcc_db_total_size_in_use_in_bytes",
-		      "Total size of the underlying database logically in use in bytes.",
-		      (double)((uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size ?
-				       (uint64_t)st.st_blocks * 512 :
-				       (uint64_t)st.st_size));
+		      "Bytes of the store's file in use (its size less free pages).",
+		      (double)sp.used_bytes);
+		gauge(o, "etcd_server_quota_backend_bytes",
+		      "The store's quota in bytes (--quota-backend-bytes).", (double)sp.quota_bytes);
 	}
 	uint64_t in = 0, out = 0;
 	for (size_t i = 0; i < m->n_listeners; i++) {
@@ -196,12 +199,12 @@ void srv_metrics_render(struct srv_member *m, struct srv_text *o)
 		out += ls.bytes_out;
 	}
 	counter(o, "etcd_network_client_grpc_received_bytes_total",
-		"The total number of bytes received from grpc clients.", (double)in);
+		"Bytes received on the client listeners.", (double)in);
 	counter(o, "etcd_network_client_grpc_sent_bytes_total",
-		"The total number of bytes sent to grpc clients.", (double)out);
+		"Bytes sent on the client listeners.", (double)out);
 	static const char *const gnames[SRV_GAUGE_COUNT][2] = {
-		{ "etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams." },
-		{ "etcd_debugging_mvcc_watcher_total", "Total number of watchers." },
+		{ "etcd_debugging_mvcc_watch_stream_total", "Watch streams open on this member." },
+		{ "etcd_debugging_mvcc_watcher_total", "Watchers on this member's streams." },
 		{ "cairn_leases", "Number of leases the store holds." },
 	};
 	for (int g = 0; g < SRV_GAUGE_COUNT; g++)

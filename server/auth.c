@@ -124,10 +124,7 @@ AUTH_CALL(role_revoke_permission, ANSWER_NO_ROLE)
 
 int auth_register(struct srv_member *m)
 {
-	static const struct {
-		const char *path;
-		net_grpc_handler h;
-	} methods[] = {
+	static const struct member_method methods[] = {
 		{ "/etcdserverpb.Auth/AuthEnable", h_auth_enable },
 		{ "/etcdserverpb.Auth/AuthDisable", h_auth_disable },
 		{ "/etcdserverpb.Auth/Authenticate", h_authenticate },
@@ -145,8 +142,5 @@ int auth_register(struct srv_member *m)
 		{ "/etcdserverpb.Auth/RoleGrantPermission", h_role_grant_permission },
 		{ "/etcdserverpb.Auth/RoleRevokePermission", h_role_revoke_permission },
 	};
-	int err = 0;
-	for (size_t i = 0; err == 0 && i < sizeof methods / sizeof methods[0]; i++)
-		err = net_grpc_server_register(m->grpc, methods[i].path, methods[i].h, m);
-	return err;
+	return member_register(m, methods, sizeof methods / sizeof methods[0]);
 }

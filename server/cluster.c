@@ -156,19 +156,6 @@ static void finish_raft_error(struct net_grpc_call *call, int err)
 		member_finish_error(call, ST_UNAVAILABLE, "etcdserver: request timed out");
 }
 
-static int propose_request(struct srv_member *m, Cairn__Serverpb__Request *req)
-{
-	size_t n = cairn__serverpb__request__get_packed_size(req);
-	uint8_t *buf = malloc(n ? n : 1);
-	if (buf == NULL)
-		return RAFT_ENOMEM;
-	cairn__serverpb__request__pack(req, buf);
-	int err = raft_propose(m->raft, buf, n, NULL);
-	free(buf);
-	if (err == 0)
-		member_kick(m);
-	return err;
-}
 
 /* Proposes the change mc for the waiting call (mc's proposer and waiter
  * are set here). The Request's own id is 0: nothing answers the call when
@@ -188,7 +175,7 @@ static void propose_change(struct srv_member *m, struct net_grpc_call *call,
 		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
 		return;
 	}
-	int err = propose_request(m, &req);
+	int err = member_propose(m, &req);
 	if (err != 0) {
 		member_waiter_remove(m, w);
 		finish_raft_error(call, err);
@@ -405,21 +392,14 @@ HANDLER(member_promote)
 
 int cluster_register(struct srv_member *m)
 {
-	int err = net_grpc_server_register(m->grpc, "/etcdserverpb.Cluster/MemberList",
-					   h_member_list, m);
-	if (err == 0)
-		err = net_grpc_server_register(m->grpc, "/etcdserverpb.Cluster/MemberAdd",
-					       h_member_add, m);
-	if (err == 0)
-		err = net_grpc_server_register(m->grpc, "/etcdserverpb.Cluster/MemberRemove",
-					       h_member_remove, m);
-	if (err == 0)
-		err = net_grpc_server_register(m->grpc, "/etcdserverpb.Cluster/MemberUpdate",
-					       h_member_update, m);
-	if (err == 0)
-		err = net_grpc_server_register(m->grpc, "/etcdserverpb.Cluster/MemberPromote",
-					       h_member_promote, m);
-	return err;
+	static const struct member_method methods[] = {
+		{ "/etcdserverpb.Cluster/MemberList", h_member_list },
+		{ "/etcdserverpb.Cluster/MemberAdd", h_member_add },
+		{ "/etcdserverpb.Cluster/MemberRemove", h_member_remove },
+		{ "/etcdserverpb.Cluster/MemberUpdate", h_member_update },
+		{ "/etcdserverpb.Cluster/MemberPromote", h_member_promote },
+	};
+	return member_register(m, methods, sizeof methods / sizeof methods[0]);
 }
 
 /* ---- applying conf changes (the apply thread) -------------------------- */
@@ -532,7 +512,7 @@ static int propose_answer(struct srv_member *m, const Cairn__Serverpb__MemberCha
 	req.member_id = p->proposer;
 	req.op_case = CAIRN__SERVERPB__REQUEST__OP_MEMBER_CHANGE;
 	req.member_change = &a;
-	return propose_request(m, &req);
+	return member_propose(m, &req);
 }
 
 /* The most up-to-date voter other than this member that answered lately. */
@@ -653,7 +633,7 @@ static bool publish(struct srv_member *m, const struct apply_members *t)
 	req.member_id = m->id;
 	req.op_case = CAIRN__SERVERPB__REQUEST__OP_MEMBER_CHANGE;
 	req.member_change = &mc;
-	if (propose_request(m, &req) == 0)
+	if (member_propose(m, &req) == 0)
 		m->cl_published_at = now_ms(m);
 	return false;
 }

@@ -11,55 +11,6 @@
 
 #include "kvconv.h"
 
-/* Proposes a Request built by fill() for the waiting call. */
-static void propose(struct srv_member *m, struct net_grpc_call *call, Cairn__Serverpb__Request *req)
-{
-	uint64_t id = ++m->next_seq;
-	req->id = id;
-	req->member_id = m->id;
-	size_t n = cairn__serverpb__request__get_packed_size(req);
-	if (n > m->max_request_bytes) {
-		member_finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
-		return;
-	}
-	if (maint_quota_refuses(m, req, n)) {
-		member_finish_error(call, ST_RESOURCE_EXHAUSTED,
-				    "etcdserver: mvcc: database space exceeded");
-		return;
-	}
-	uint8_t *buf = malloc(n ? n : 1);
-	if (buf == NULL) {
-		member_finish_error(call, ST_INTERNAL, "out of memory");
-		return;
-	}
-	cairn__serverpb__request__pack(req, buf);
-	struct waiter *w = member_waiter_add(m, call, id);
-	if (w == NULL) {
-		free(buf);
-		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
-		return;
-	}
-	int err = raft_propose(m->raft, buf, n, NULL);
-	free(buf);
-	if (err != 0) {
-		member_waiter_remove(m, w);
-		m->metrics.proposals_failed++;
-		if (err == RAFT_ENOLEADER)
-			member_finish_error(call, ST_UNAVAILABLE, "etcdserver: no leader");
-		else if (err == RAFT_EBUSY)
-			member_finish_error(call, ST_RESOURCE_EXHAUSTED,
-					    "etcdserver: too many requests");
-		else if (err == RAFT_ETOOBIG)
-			member_finish_error(call, ST_INVALID_ARGUMENT,
-					    "etcdserver: request is too large");
-		else
-			member_finish_error(call, ST_UNAVAILABLE, raft_strerror(err));
-		return;
-	}
-	member_waiter_attach(w);
-	member_kick(m);
-}
-
 #define UNARY(name, Type, type, field, CASE)                                                       \
 	static void on_msg_##name(struct net_grpc_call *call, const uint8_t *data, size_t len,     \
 				  void *user)                                                      \
@@ -75,7 +26,7 @@ static void propose(struct srv_member *m, struct net_grpc_call *call, Cairn__Ser
 		Cairn__Serverpb__Request req = CAIRN__SERVERPB__REQUEST__INIT;                     \
 		req.op_case = CASE;                                                                \
 		req.field = q;                                                                     \
-		propose(m, call, &req);                                                            \
+		member_propose_call(m, call, &req);                                                \
 		type##__free_unpacked(q, NULL);                                                    \
 	}                                                                                          \
 	static void h_##name(struct net_grpc_call *call, void *data)                               \
@@ -137,18 +88,12 @@ static void h_range(struct net_grpc_call *call, void *data)
 
 int kvapi_register(struct srv_member *m)
 {
-	static const struct {
-		const char *path;
-		net_grpc_handler h;
-	} methods[] = {
+	static const struct member_method methods[] = {
 		{ "/etcdserverpb.KV/Range", h_range },
 		{ "/etcdserverpb.KV/Put", h_put },
 		{ "/etcdserverpb.KV/DeleteRange", h_delete_range },
 		{ "/etcdserverpb.KV/Txn", h_txn },
 		{ "/etcdserverpb.KV/Compact", h_compact },
 	};
-	int err = 0;
-	for (size_t i = 0; err == 0 && i < sizeof methods / sizeof methods[0]; i++)
-		err = net_grpc_server_register(m->grpc, methods[i].path, methods[i].h, m);
-	return err;
+	return member_register(m, methods, sizeof methods / sizeof methods[0]);
 }

@@ -515,61 +515,6 @@ static int64_t leader_ttl(struct lease_srv *ls, int64_t id, int64_t *granted)
 	return lease_tab_remaining(&ls->tab, id, now_ms(ls->m));
 }
 
-/* ---- proposals ---- */
-
-static int propose_req(struct srv_member *m, Cairn__Serverpb__Request *req)
-{
-	size_t n = cairn__serverpb__request__get_packed_size(req);
-	if (n > m->max_request_bytes)
-		return RAFT_ETOOBIG;
-	uint8_t *buf = malloc(n ? n : 1);
-	if (buf == NULL)
-		return RAFT_ENOMEM;
-	cairn__serverpb__request__pack(req, buf);
-	int err = raft_propose(m->raft, buf, n, NULL);
-	free(buf);
-	if (err == 0)
-		member_kick(m);
-	return err;
-}
-
-/* A client's Request, answered when applied (as kvapi.c's propose). */
-static void propose_call(struct srv_member *m, struct net_grpc_call *call,
-			 Cairn__Serverpb__Request *req)
-{
-	uint64_t id = ++m->next_seq;
-	req->id = id;
-	req->member_id = m->id;
-	size_t n = cairn__serverpb__request__get_packed_size(req);
-	if (n > m->max_request_bytes) {
-		member_finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
-		return;
-	}
-	if (maint_quota_refuses(m, req, n)) { /* a grant past the quota, as a Put */
-		member_finish_error(call, ST_RESOURCE_EXHAUSTED,
-				    "etcdserver: mvcc: database space exceeded");
-		return;
-	}
-	struct waiter *w = member_waiter_add(m, call, id);
-	if (w == NULL) {
-		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
-		return;
-	}
-	int err = propose_req(m, req);
-	if (err != 0) {
-		member_waiter_remove(m, w);
-		if (err == RAFT_ENOLEADER)
-			member_finish_error(call, ST_UNAVAILABLE, "etcdserver: no leader");
-		else if (err == RAFT_EBUSY)
-			member_finish_error(call, ST_RESOURCE_EXHAUSTED,
-					    "etcdserver: too many requests");
-		else
-			member_finish_error(call, ST_UNAVAILABLE, raft_strerror(err));
-		return;
-	}
-	member_waiter_attach(w);
-}
-
 /* ---- LeaseGrant, LeaseRevoke ---- */
 
 static size_t lease_count(struct lease_srv *ls)
@@ -618,7 +563,7 @@ static void on_msg_grant(struct net_grpc_call *call, const uint8_t *data, size_t
 	Cairn__Serverpb__Request req = CAIRN__SERVERPB__REQUEST__INIT;
 	req.op_case = CAIRN__SERVERPB__REQUEST__OP_LEASE_GRANT;
 	req.lease_grant = &g;
-	propose_call(ls->m, call, &req);
+	member_propose_call(ls->m, call, &req);
 }
 
 static void on_msg_revoke(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
@@ -634,7 +579,7 @@ static void on_msg_revoke(struct net_grpc_call *call, const uint8_t *data, size_
 	Cairn__Serverpb__Request req = CAIRN__SERVERPB__REQUEST__INIT;
 	req.op_case = CAIRN__SERVERPB__REQUEST__OP_LEASE_REVOKE;
 	req.lease_revoke = q;
-	propose_call(ls->m, call, &req);
+	member_propose_call(ls->m, call, &req);
 	etcdserverpb__lease_revoke_request__free_unpacked(q, NULL);
 }
 
@@ -1069,7 +1014,7 @@ static void propose_revokes(struct lease_srv *ls)
 		rv.id = ids[i];
 		req.op_case = CAIRN__SERVERPB__REQUEST__OP_LEASE_REVOKE;
 		req.lease_revoke = &rv; /* id 0, member_id 0: nobody waits for it */
-		if (propose_req(m, &req) != 0) {
+		if (member_propose(m, &req) != 0) {
 			/* not proposed: due again at the next heartbeat */
 			for (size_t k = i; k < n; k++) {
 				struct lease_ent *e = lease_tab_find(&ls->tab, ids[k]);
@@ -1111,7 +1056,7 @@ static void propose_checkpoints(struct lease_srv *ls)
 		lc.checkpoints = cp;
 		req.op_case = CAIRN__SERVERPB__REQUEST__OP_LEASE_CHECKPOINT;
 		req.lease_checkpoint = &lc;
-		if (propose_req(m, &req) == 0)
+		if (member_propose(m, &req) == 0)
 			lease_tab_checkpointed(&ls->tab, cps, n);
 	}
 	free(cps);
@@ -1172,10 +1117,7 @@ void lease_leader_changed(struct srv_member *m, uint64_t leader)
 
 int lease_register(struct srv_member *m)
 {
-	static const struct {
-		const char *path;
-		net_grpc_handler h;
-	} methods[] = {
+	static const struct member_method methods[] = {
 		{ "/etcdserverpb.Lease/LeaseGrant", h_grant },
 		{ "/etcdserverpb.Lease/LeaseRevoke", h_revoke },
 		{ "/etcdserverpb.Lease/LeaseKeepAlive", h_keepalive },
@@ -1194,10 +1136,7 @@ int lease_register(struct srv_member *m)
 	ls->min_ttl = (int64_t)((min_ms + 999) / 1000);
 	lease_tab_init(&ls->tab, (uint64_t)m->election_ms + 500);
 	m->lease = ls;
-	int err = 0;
-	for (size_t i = 0; err == 0 && i < sizeof methods / sizeof methods[0]; i++)
-		err = net_grpc_server_register(m->grpc, methods[i].path, methods[i].h, m);
-	return err;
+	return member_register(m, methods, sizeof methods / sizeof methods[0]);
 }
 
 void lease_stop(struct srv_member *m)

@@ -116,36 +116,12 @@ static void propose_alarm(struct srv_member *m, struct net_grpc_call *call,
 	Cairn__Serverpb__Request req = CAIRN__SERVERPB__REQUEST__INIT;
 	req.op_case = CAIRN__SERVERPB__REQUEST__OP_ALARM;
 	req.alarm = (Etcdserverpb__AlarmRequest *)ar;
+	if (call != NULL) {
+		member_propose_call(m, call, &req);
+		return;
+	}
 	req.member_id = m->id;
-	req.id = call != NULL ? ++m->next_seq : 0;
-	size_t n = cairn__serverpb__request__get_packed_size(&req);
-	uint8_t *buf = malloc(n ? n : 1);
-	if (buf == NULL) {
-		if (call != NULL)
-			member_finish_error(call, ST_INTERNAL, "out of memory");
-		return;
-	}
-	cairn__serverpb__request__pack(&req, buf);
-	struct waiter *w = NULL;
-	if (call != NULL && (w = member_waiter_add(m, call, req.id)) == NULL) {
-		free(buf);
-		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
-		return;
-	}
-	int err = raft_propose(m->raft, buf, n, NULL);
-	free(buf);
-	if (err != 0) {
-		if (w != NULL) {
-			member_waiter_remove(m, w);
-			member_finish_error(call, ST_UNAVAILABLE,
-					    err == RAFT_ENOLEADER ? "etcdserver: no leader" :
-								    raft_strerror(err));
-		}
-		return;
-	}
-	if (w != NULL)
-		member_waiter_attach(w);
-	member_kick(m);
+	(void)member_propose(m, &req); /* raised again at the next refusal if lost */
 }
 
 static bool alarm_raised(struct srv_member *m, uint64_t member, uint32_t type)
@@ -360,7 +336,6 @@ static void on_msg_defragment(struct net_grpc_call *call, const uint8_t *data, s
 {
 	struct srv_member *m = user;
 	Etcdserverpb__DefragmentResponse out = ETCDSERVERPB__DEFRAGMENT_RESPONSE__INIT;
-	Etcdserverpb__ResponseHeader h;
 	struct kv_space sp;
 	struct kv_status ks = { 0 };
 	(void)data;
@@ -381,9 +356,7 @@ static void on_msg_defragment(struct net_grpc_call *call, const uint8_t *data, s
 	srv_log_u64(&l, "db-size-in-use", sp.used_bytes);
 	srv_log_bool(&l, "compaction-pending", ks.compact_target > 0);
 	srv_log_end(&l);
-	member_header_init(m, &h, ks.revision);
-	out.header = &h;
-	member_finish_msg(call, &out.base);
+	member_finish_msg(call, &out.base); /* no header, as etcd 3.4 answers */
 }
 HANDLER(defragment)
 
@@ -410,11 +383,9 @@ static void move_end(struct move *mv, int code, const char *msg)
 		mv->call = NULL;
 		net_grpc_call_set_callbacks(call, NULL, NULL);
 		if (code == ST_OK) {
+			/* no header, as etcd 3.4 answers */
 			Etcdserverpb__MoveLeaderResponse out =
 				ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
-			Etcdserverpb__ResponseHeader h;
-			member_header_init(mv->m, &h, mv->m->revision);
-			out.header = &h;
 			member_finish_msg(call, &out.base);
 		} else {
 			member_finish_error(call, code, msg);
@@ -778,10 +749,7 @@ HANDLER(health_watch)
 
 int maint_register(struct srv_member *m)
 {
-	static const struct {
-		const char *path;
-		net_grpc_handler h;
-	} methods[] = {
+	static const struct member_method methods[] = {
 		{ "/etcdserverpb.Maintenance/Status", h_status },
 		{ "/etcdserverpb.Maintenance/Hash", h_hash },
 		{ "/etcdserverpb.Maintenance/HashKV", h_hash_kv },
@@ -792,8 +760,5 @@ int maint_register(struct srv_member *m)
 		{ "/grpc.health.v1.Health/Check", h_health },
 		{ "/grpc.health.v1.Health/Watch", h_health_watch },
 	};
-	int err = 0;
-	for (size_t i = 0; err == 0 && i < sizeof methods / sizeof methods[0]; i++)
-		err = net_grpc_server_register(m->grpc, methods[i].path, methods[i].h, m);
-	return err;
+	return member_register(m, methods, sizeof methods / sizeof methods[0]);
 }

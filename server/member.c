@@ -137,6 +137,67 @@ static void on_call_cancel(struct net_grpc_call *call, void *user)
 
 /* ---- responses -------------------------------------------------------- */
 
+int member_propose(struct srv_member *m, const Cairn__Serverpb__Request *req)
+{
+	size_t n = cairn__serverpb__request__get_packed_size(req);
+	if (n > m->max_request_bytes)
+		return RAFT_ETOOBIG;
+	uint8_t *buf = malloc(n ? n : 1);
+	if (buf == NULL)
+		return RAFT_ENOMEM;
+	cairn__serverpb__request__pack(req, buf);
+	int err = raft_propose(m->raft, buf, n, NULL);
+	free(buf);
+	if (err == 0)
+		member_kick(m);
+	return err;
+}
+
+void member_propose_call(struct srv_member *m, struct net_grpc_call *call,
+			 Cairn__Serverpb__Request *req)
+{
+	req->id = ++m->next_seq;
+	req->member_id = m->id;
+	size_t n = cairn__serverpb__request__get_packed_size(req);
+	if (n > m->max_request_bytes) {
+		member_finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
+		return;
+	}
+	if (maint_quota_refuses(m, req, n)) {
+		member_finish_error(call, ST_RESOURCE_EXHAUSTED,
+				    "etcdserver: mvcc: database space exceeded");
+		return;
+	}
+	struct waiter *w = member_waiter_add(m, call, req->id);
+	if (w == NULL) {
+		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
+		return;
+	}
+	int err = member_propose(m, req);
+	if (err == 0) {
+		member_waiter_attach(w);
+		return;
+	}
+	member_waiter_remove(m, w);
+	m->metrics.proposals_failed++;
+	if (err == RAFT_ENOLEADER)
+		member_finish_error(call, ST_UNAVAILABLE, "etcdserver: no leader");
+	else if (err == RAFT_EBUSY)
+		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
+	else if (err == RAFT_ETOOBIG)
+		member_finish_error(call, ST_INVALID_ARGUMENT, "etcdserver: request is too large");
+	else
+		member_finish_error(call, ST_UNAVAILABLE, raft_strerror(err));
+}
+
+int member_register(struct srv_member *m, const struct member_method *v, size_t n)
+{
+	int err = 0;
+	for (size_t i = 0; err == 0 && i < n; i++)
+		err = net_grpc_server_register(m->grpc, v[i].path, v[i].h, m);
+	return err;
+}
+
 void member_header_init(struct srv_member *m, Etcdserverpb__ResponseHeader *h, int64_t rev)
 {
 	etcdserverpb__response_header__init(h);

@@ -242,6 +242,22 @@ void member_finish_error(struct net_grpc_call *call, int code, const char *msg);
 void member_serve_range(struct srv_member *m, struct net_grpc_call *call,
 			const Etcdserverpb__RangeRequest *q);
 
+/* Proposes req (packed here) through Raft (member.c): 0, or the raft error
+ * (RAFT_ETOOBIG beyond --max-request-bytes, RAFT_ENOMEM, the core's own). */
+int member_propose(struct srv_member *m, const Cairn__Serverpb__Request *req);
+/* A client's Request, answered when applied: sets req's id and member id,
+ * refuses it as etcd would (too large, over the quota, too many waiting,
+ * no leader), else proposes it and attaches the call's waiter. */
+void member_propose_call(struct srv_member *m, struct net_grpc_call *call,
+			 Cairn__Serverpb__Request *req);
+
+/* A gRPC method table, registered on m->grpc in one call: 0 or a net error. */
+struct member_method {
+	const char *path;
+	net_grpc_handler h;
+};
+int member_register(struct srv_member *m, const struct member_method *v, size_t n);
+
 /* Takes the next Raft update once the current callback returns
  * (pipeline.c). */
 void member_kick(struct srv_member *m);

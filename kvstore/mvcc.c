@@ -1114,8 +1114,9 @@ int mvcc__range_check(const struct kv_range_req *req, int64_t max_rev, int64_t c
 	int err = mvcc__check_key(req->key, req->key_len);
 	if (err != 0)
 		return err;
+	/* a negative limit means none, as in etcd */
 	if ((unsigned)req->sort_order > KV_SORT_DESCEND ||
-	    (unsigned)req->sort_target > KV_SORT_VALUE || req->limit < 0)
+	    (unsigned)req->sort_target > KV_SORT_VALUE)
 		return KV_EINVAL;
 	if (req->revision > max_rev)
 		return KV_EFUTUREREV;

@@ -1,6 +1,6 @@
 /* gateway.c: etcd's JSON gateway (/v3/...) as JSON <-> protobuf through the message descriptors,
- * and the table of paths etcd 3.4 serves (its rpc.proto google.api.http bindings; Cluster's
- * promote and update and Maintenance's HashKV have none in 3.4, and answer 404 there as here).
+ * and the table of paths etcd 3.4 serves (its rpc.proto google.api.http bindings; Maintenance's
+ * HashKV has none in 3.4, and answers 404 there as here).
  * The JSON dialect is described in http.h. */
 #include <assert.h>
 #include <errno.h>
@@ -52,6 +52,10 @@ static const struct gw_route routes[] = {
 	  member_remove_response, false),
 	R("/v3/cluster/member/list", "Cluster", "MemberList", member_list_request,
 	  member_list_response, false),
+	R("/v3/cluster/member/update", "Cluster", "MemberUpdate", member_update_request,
+	  member_update_response, false),
+	R("/v3/cluster/member/promote", "Cluster", "MemberPromote", member_promote_request,
+	  member_promote_response, false),
 	R("/v3/maintenance/alarm", "Maintenance", "Alarm", alarm_request, alarm_response, false),
 	R("/v3/maintenance/status", "Maintenance", "Status", status_request, status_response,
 	  false),

@@ -299,8 +299,11 @@ static void test_routes(void **state)
 	assert_non_null(gw_route_find("/v3/kv/lease/revoke"));
 	assert_string_equal(gw_route_find("/v3/maintenance/transfer-leadership")->method,
 			    "/etcdserverpb.Maintenance/MoveLeader");
+	assert_string_equal(gw_route_find("/v3/cluster/member/promote")->method,
+			    "/etcdserverpb.Cluster/MemberPromote");
+	assert_string_equal(gw_route_find("/v3/cluster/member/update")->method,
+			    "/etcdserverpb.Cluster/MemberUpdate");
 	/* not bound in etcd 3.4 */
-	assert_null(gw_route_find("/v3/cluster/member/promote"));
 	assert_null(gw_route_find("/v3/maintenance/hashkv"));
 	assert_null(gw_route_find("/v3/auth/status"));
 	assert_int_equal(gw_http_status(0), 200);

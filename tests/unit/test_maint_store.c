@@ -213,8 +213,7 @@ static Etcdserverpb__AlarmResponse *alarm_req(struct fx *f, struct kv_wtx *w, in
 	Etcdserverpb__AlarmResponse *out =
 		etcdserverpb__alarm_response__unpack(NULL, r.resp_len, r.resp);
 	assert_non_null(out);
-	assert_non_null(out->header);
-	assert_int_equal(out->header->member_id, 22);
+	assert_null(out->header); /* etcd 3.4 answers Alarm without one */
 	apply_result_free(&r);
 	return out;
 }

@@ -53,6 +53,10 @@ static void on_msg_range(struct net_grpc_call *call, const uint8_t *data, size_t
 		member_finish_error(call, ST_INVALID_ARGUMENT, "malformed request");
 		return;
 	}
+	if (!q->serializable && member_learner_refuses(m, call)) {
+		etcdserverpb__range_request__free_unpacked(q, NULL);
+		return;
+	}
 	if (q->serializable) {
 		member_serve_range(m, call, q);
 		etcdserverpb__range_request__free_unpacked(q, NULL);

@@ -190,11 +190,37 @@ void member_propose_call(struct srv_member *m, struct net_grpc_call *call,
 		member_finish_error(call, ST_UNAVAILABLE, raft_strerror(err));
 }
 
+bool member_learner_refuses(struct srv_member *m, struct net_grpc_call *call)
+{
+	struct raft_status rs;
+	raft_status(m->raft, &rs);
+	if (raft_conf_role(&rs.conf, m->id) != RAFT_LEARNER)
+		return false;
+	member_finish_error(call, ST_UNAVAILABLE, "etcdserver: rpc not supported for learner");
+	return true;
+}
+
+static void gate(struct net_grpc_call *call, void *data)
+{
+	const struct member_gate *g = data;
+	if (!g->learner_ok && member_learner_refuses(g->m, call))
+		return;
+	g->h(call, g->m);
+}
+
 int member_register(struct srv_member *m, const struct member_method *v, size_t n)
 {
 	int err = 0;
-	for (size_t i = 0; err == 0 && i < n; i++)
-		err = net_grpc_server_register(m->grpc, v[i].path, v[i].h, m);
+	for (size_t i = 0; err == 0 && i < n; i++) {
+		if (m->n_gates == MAX_GATES)
+			return NET_ELIMIT;
+		struct member_gate *g = &m->gates[m->n_gates++];
+		g->m = m;
+		g->h = v[i].h;
+		g->learner_ok = strcmp(v[i].path, "/etcdserverpb.Maintenance/Status") == 0 ||
+				strcmp(v[i].path, "/etcdserverpb.KV/Range") == 0;
+		err = net_grpc_server_register(m->grpc, v[i].path, gate, g);
+	}
 	return err;
 }
 

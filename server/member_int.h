@@ -49,6 +49,14 @@ struct waiter {
 	Etcdserverpb__RangeRequest *range; /* reads: the request, unpacked */
 };
 
+/* One gRPC method registered by member_register: the gate's data. */
+struct member_gate {
+	struct srv_member *m;
+	net_grpc_handler h;
+	bool learner_ok;
+};
+#define MAX_GATES 96
+
 /* One Request's result, carried back from the storage thread. */
 struct result {
 	uint64_t id;
@@ -182,6 +190,8 @@ struct srv_member {
 	struct net_transport *transport;
 	struct net_tls_filter_ctx peer_tls, client_tls;
 	struct net_grpc_server *grpc;
+	struct member_gate gates[MAX_GATES]; /* member_register */
+	size_t n_gates;
 	struct net_grpc_listener *listeners[MAX_LISTENERS];
 	size_t n_listeners;
 
@@ -251,12 +261,19 @@ int member_propose(struct srv_member *m, const Cairn__Serverpb__Request *req);
 void member_propose_call(struct srv_member *m, struct net_grpc_call *call,
 			 Cairn__Serverpb__Request *req);
 
-/* A gRPC method table, registered on m->grpc in one call: 0 or a net error. */
+/* A gRPC method table, registered on m->grpc in one call: 0 or a net error.
+ * Each handler is called with m as its data, behind a gate that answers as
+ * etcd 3.4 does on a learner: UNAVAILABLE "etcdserver: rpc not supported
+ * for learner" for every call but Maintenance.Status and Range (which
+ * refuses a linearizable read itself, with member_learner_refuses). */
 struct member_method {
 	const char *path;
 	net_grpc_handler h;
 };
 int member_register(struct srv_member *m, const struct member_method *v, size_t n);
+/* True, with the call answered, when this member is a learner. */
+bool member_learner_refuses(struct srv_member *m, struct net_grpc_call *call);
+
 
 /* Takes the next Raft update once the current callback returns
  * (pipeline.c). */

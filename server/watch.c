@@ -1300,7 +1300,8 @@ int watch_register(struct srv_member *m)
 	uv_timer_start(&hub->timer, on_timer, period, period);
 	m->watch = hub;
 	gauges(hub);
-	return net_grpc_server_register(m->grpc, "/etcdserverpb.Watch/Watch", h_watch, m);
+	static const struct member_method methods[] = { { "/etcdserverpb.Watch/Watch", h_watch } };
+	return member_register(m, methods, 1);
 }
 
 void watch_hub_stop(struct srv_member *m)

@@ -77,11 +77,22 @@ it_expect_eq "$(it_ctl "${EP[m3]}" member list -w json |
 
 args m4 "$cluster4" existing
 it_start m4 "${IT_ARGS[@]}"
-it_wait_healthy m4 "${EP[m4]}" 20
-deadline=$((SECONDS + 15))
+deadline=$((SECONDS + 20))
 until [[ $(it_get "${EP[m4]}" k/before --consistency=s 2>/dev/null) == one ]]; do
-	((SECONDS < deadline)) || it_fail "m4 has not caught up within 15 s"
+	((SECONDS < deadline)) || it_fail "m4 has not caught up within 20 s"
 	sleep 0.2
+done
+# A learner serves Status and serializable reads only, as in etcd 3.4, once it has applied the
+# change that made it one.
+deadline=$((SECONDS + 15))
+until it_ctl "${EP[m4]}" endpoint status -w json 2>/dev/null | grep -q '"isLearner":true'; do
+	((SECONDS < deadline)) || it_fail "m4 does not report itself a learner within 15 s"
+	sleep 0.2
+done
+for cmd in "put k/learner x" "get k/before" "member list" "lease grant 10"; do
+	# shellcheck disable=SC2086 # the words of cmd are etcdctl's arguments
+	err=$(it_ctl "${EP[m4]}" $cmd 2>&1) && it_fail "'$cmd' on the learner succeeded: $err"
+	it_expect_match "$err" 'etcdserver: rpc not supported for learner' "'$cmd' on the learner"
 done
 ID4=$(id_by_url "${EP[m1]}" "${PEER[m4]}")
 ID1=$(id_of "${EP[m1]}" m1)

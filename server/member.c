@@ -33,9 +33,7 @@ static struct srv_member *the_member;
 
 /* ---- ids --------------------------------------------------------------- */
 
-/* SHA-256 of the parts, first 8 bytes big-endian, never 0: member ids from
- * a member's peer URL and the cluster token, the cluster id from the sorted
- * member ids and the token (etcd derives both the same way, with SHA-1). */
+/* SHA-256 of the parts, first 8 bytes big-endian, never 0 (member.h). */
 static uint64_t hash_id(const void *a, size_t alen, const char *token)
 {
 	uint8_t md[EVP_MAX_MD_SIZE];
@@ -56,6 +54,17 @@ static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 	return x < y ? -1 : x > y;
+}
+
+uint64_t srv_member_id_of(const char *peer_url, const char *token)
+{
+	return hash_id(peer_url, strlen(peer_url) + 1, token);
+}
+
+uint64_t srv_cluster_id_of(uint64_t *ids, size_t n, const char *token)
+{
+	qsort(ids, n, sizeof ids[0], cmp_u64);
+	return hash_id(ids, n * sizeof ids[0], token);
 }
 
 static uint64_t rng_next(void *ctx)
@@ -468,8 +477,7 @@ static int peers_from_config(struct srv_member *m, const struct srv_config *cfg,
 	uint64_t ids[RAFT_MAX_MEMBERS];
 	for (size_t i = 0; i < cfg->initial_cluster_n; i++) {
 		const struct srv_cluster_entry *e = &cfg->initial_cluster_entries[i];
-		uint64_t id =
-			hash_id(e->url.text, strlen(e->url.text) + 1, cfg->initial_cluster_token);
+		uint64_t id = srv_member_id_of(e->url.text, cfg->initial_cluster_token);
 		struct peer_info *p = NULL;
 		for (size_t k = 0; k < m->n_peers; k++)
 			if (strcmp(m->peers[k].name, e->name) == 0)
@@ -494,8 +502,7 @@ static int peers_from_config(struct srv_member *m, const struct srv_config *cfg,
 	if (m->id == 0)
 		return fail(err, len, -1, "couldn't find local name \"%s\" in the initial cluster",
 			    cfg->name);
-	qsort(ids, m->n_peers, sizeof ids[0], cmp_u64);
-	m->cluster_id = hash_id(ids, m->n_peers * sizeof ids[0], cfg->initial_cluster_token);
+	m->cluster_id = srv_cluster_id_of(ids, m->n_peers, cfg->initial_cluster_token);
 	return 0;
 }
 

@@ -35,6 +35,12 @@ void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *da
 /* Member and cluster ids, as etcd derives them from peer URLs and the
  * initial cluster token (never 0). */
 uint64_t srv_member_id(const struct srv_member *m);
+/* The ids of a new cluster (also `cairn snapshot restore`'s): a member's from
+ * its first peer URL and the cluster token, the cluster's from its members'
+ * ids (sorted here, in place) and the token. SHA-256, the first 8 bytes
+ * big-endian, never 0 (etcd derives both the same way, with SHA-1). */
+uint64_t srv_member_id_of(const char *peer_url, const char *token);
+uint64_t srv_cluster_id_of(uint64_t *ids, size_t n, const char *token);
 uint64_t srv_cluster_id(const struct srv_member *m);
 
 #endif /* CAIRN_SERVER_MEMBER_H */

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "kvstore.h"
 #include "maint.h"
+#include "member.h"
 #include "snapshot.h"
 
 #define ERR_LEN 1024
@@ -333,30 +334,6 @@ static int cmd_status(int argc, char **argv)
 
 /* ---- restore -------------------------------------------------------------------------------- */
 
-/* A member id from its first peer URL and the token; the cluster id from the sorted member ids
- * and the token: SHA-256, first 8 bytes big-endian, never 0 (server/member.c). */
-static uint64_t hash_id(const void *a, size_t alen, const char *token)
-{
-	uint8_t md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
-	uint64_t v = 0;
-	if (c != NULL && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
-	    EVP_DigestUpdate(c, a, alen) == 1 && EVP_DigestUpdate(c, token, strlen(token)) == 1 &&
-	    EVP_DigestFinal_ex(c, md, &mdlen) == 1 && mdlen >= 8) {
-		for (int i = 0; i < 8; i++)
-			v = v << 8 | md[i];
-	}
-	EVP_MD_CTX_free(c);
-	return v ? v : 1;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 #define MAX_RESTORE_MEMBERS 64
 
 struct restore_member {
@@ -505,7 +482,7 @@ static int cmd_restore(int argc, char **argv)
 				   MAX_RESTORE_MEMBERS);
 			break;
 		}
-		mv[n].id = hash_id(e->url.text, strlen(e->url.text) + 1, cfg.initial_cluster_token);
+		mv[n].id = srv_member_id_of(e->url.text, cfg.initial_cluster_token);
 		mv[n].name = e->name;
 		mv[n].url = e->url.text;
 		if (strcmp(e->name, cfg.name) == 0)
@@ -527,8 +504,7 @@ static int cmd_restore(int argc, char **argv)
 	struct kv_store *kv = NULL;
 	char db[4200];
 	snprintf(db, sizeof db, "%s/db", cfg.data_dir);
-	qsort(ids, n, sizeof ids[0], cmp_u64);
-	uint64_t cluster_id = hash_id(ids, n * sizeof ids[0], cfg.initial_cluster_token);
+	uint64_t cluster_id = srv_cluster_id_of(ids, n, cfg.initial_cluster_token);
 	if (rv == 0)
 		rv = open_copy(file, content, db, &kv, err);
 	struct snap_info info = { 0 };

@@ -315,6 +315,7 @@ async function watchScenario(cl) {
 		rssPeak = Math.max(rssPeak, rssKiB(cl.leader.pid));
 	}, 250);
 	let sent = 0, acked = 0, failed = 0, skipped = 0, inflight = 0;
+	const failedBy = {}; // gRPC status name -> count
 	const value = Buffer.alloc(16, 'v');
 	const start = nowMs(), end = start + opt.seconds * 1000;
 	await new Promise((resolve) => {
@@ -333,6 +334,8 @@ async function watchScenario(cl) {
 					inflight--;
 					if (err) {
 						failed++;
+						const c = grpc.status[err.code] || String(err.code);
+						failedBy[c] = (failedBy[c] || 0) + 1;
 						return;
 					}
 					acked++;
@@ -378,7 +381,7 @@ async function watchScenario(cl) {
 	allWatchers.sort((a, b) => a - b);
 	return {
 		watchers: opt.watchers, streams: streams.length, rate: opt.rate, seconds: opt.seconds,
-		puts_acked: acked, puts_failed: failed, puts_skipped: skipped,
+		puts_acked: acked, puts_failed: failed, puts_failed_by: failedBy, puts_skipped: skipped,
 		puts_per_s: (acked / loadMs) * 1000, events, events_per_s: (events / (loadMs + 0)) * 1000,
 		missing, delivery_p50_ms: pct(delivery, 50), delivery_p99_ms: pct(delivery, 99),
 		all_p50_ms: pct(allWatchers, 50), all_p99_ms: pct(allWatchers, 99),

@@ -387,11 +387,18 @@ KV_API void kv_lease_info_free(struct kv_lease_info *info);
  * (on the same file system as the store's directory): checks that file is
  * such a copy (KV_ECORRUPT if not), closes the environment, renames file
  * over data.mdb and reopens. No write transaction may be open, nor any read
- * running on another thread, except kv_snapshot_copy_fd: an install waits
- * for the copies that run, and a copy started meanwhile waits for the new
- * environment. On failure after the close the store may be
- * unusable (every call then fails); kv_close still frees it. */
+ * running on another thread, except kv_snapshot_copy_fd and reads held
+ * with kv_reader_hold: an install waits for the copies and held reads that
+ * run, and one started meanwhile waits for the new environment. On failure
+ * after the close the store may be unusable (every call then fails);
+ * kv_close still frees it.
+ * kv_reader_hold / kv_reader_release bracket reads made on a thread other
+ * than the installing one (a hash of the whole history on the snapshot
+ * thread); kv_snapshot_copy_fd holds it itself and must not be called
+ * inside. kv_reader_hold gives 0 or KV_EIO. */
 KV_API int kv_snapshot_copy_fd(struct kv_store *s, int fd);
+KV_API int kv_reader_hold(struct kv_store *s);
+KV_API void kv_reader_release(struct kv_store *s);
 KV_API int kv_snapshot_install(struct kv_store *s, const char *file);
 /* Checks that `file` is such a copy (KV_ECORRUPT, KV_ENOTFOUND if not) and
  * gives the Raft index it records as applied: the index a copy taken beside

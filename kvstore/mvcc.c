@@ -792,13 +792,23 @@ int kv_open(const char *dir, const struct kv_options *opts, struct kv_store **ou
 
 /* ---- Snapshots ------------------------------------------------------------ */
 
+int kv_reader_hold(struct kv_store *s)
+{
+	return pthread_rwlock_rdlock(&s->copy_lock) == 0 ? 0 : KV_EIO;
+}
+
+void kv_reader_release(struct kv_store *s)
+{
+	pthread_rwlock_unlock(&s->copy_lock);
+}
+
 int kv_snapshot_copy_fd(struct kv_store *s, int fd)
 {
-	if (pthread_rwlock_rdlock(&s->copy_lock) != 0)
+	if (kv_reader_hold(s) != 0)
 		return KV_EIO;
 	int err = s->env == NULL ? KV_EIO :
 				   mvcc__lmdb_err(mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT));
-	pthread_rwlock_unlock(&s->copy_lock);
+	kv_reader_release(s);
 	return err;
 }
 

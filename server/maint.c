@@ -249,41 +249,119 @@ HANDLER(status)
 
 /* ---- Hash, HashKV ---------------------------------------------------------- */
 
+/* Both walk the whole history, which takes seconds on a large store: they
+ * run on the snapshot thread (after any copy it is making), never on the
+ * loop, holding the store's reader lock so that a snapshot install waits
+ * for them. */
+struct hash_job {
+	struct srv_job job;
+	struct srv_member *m;
+	struct net_grpc_call *call; /* NULL once the client is gone */
+	bool kv;                    /* HashKV, else Hash */
+	int64_t rev;                /* HashKV's revision, 0: the current one */
+	int err;
+	uint32_t hash;
+	int64_t revision;  /* the header's */
+	int64_t compacted; /* HashKV */
+};
+
+static void hash_run(struct srv_job *job)
+{
+	struct hash_job *j = (struct hash_job *)job;
+	struct kv_store *kv = j->m->kv;
+	if ((j->err = kv_reader_hold(kv)) != 0)
+		return;
+	if (!j->kv) {
+		j->err = maint_store_hash(kv, &j->hash, &j->revision);
+	} else {
+		/* etcd: revision 0 is the current one; at or below the compacted
+		 * revision "compacted", above the current one "future revision" */
+		struct kv_status ks;
+		struct kv_hash kh;
+		j->err = kv_status(kv, &ks);
+		if (j->err == 0 && j->rev > 0 && j->rev <= ks.compacted)
+			j->err = KV_ECOMPACTED;
+		if (j->err == 0)
+			j->err = kv_hash_kv(kv, j->rev > 0 ? j->rev : 0, &kh);
+		if (j->err == 0) {
+			j->hash = (uint32_t)kh.hash;
+			j->revision = ks.revision;
+			j->compacted = kh.compacted;
+		}
+	}
+	kv_reader_release(kv);
+}
+
+static void hash_done(struct srv_job *job, bool cancelled)
+{
+	struct hash_job *j = (struct hash_job *)job;
+	struct net_grpc_call *call = j->call;
+	if (call != NULL) {
+		net_grpc_call_set_callbacks(call, NULL, NULL);
+		Etcdserverpb__ResponseHeader h;
+		member_header_init(j->m, &h, j->revision);
+		if (cancelled) {
+			member_finish_error(call, ST_UNAVAILABLE, "etcdserver: server stopped");
+		} else if (j->err != 0) {
+			finish_kv_error(call, j->err);
+		} else if (j->kv) {
+			Etcdserverpb__HashKVResponse out = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
+			out.header = &h;
+			out.hash = j->hash;
+			/* etcd's store starts with its compacted revision at -1 */
+			out.compact_revision = j->compacted > 0 ? j->compacted : -1;
+			member_finish_msg(call, &out.base);
+		} else {
+			Etcdserverpb__HashResponse out = ETCDSERVERPB__HASH_RESPONSE__INIT;
+			out.header = &h;
+			out.hash = j->hash;
+			member_finish_msg(call, &out.base);
+		}
+	}
+	free(j);
+}
+
+static void hash_cancel(struct net_grpc_call *call, void *user)
+{
+	(void)call;
+	((struct hash_job *)user)->call = NULL; /* hash_done frees the job */
+}
+
+static void hash_start(struct srv_member *m, struct net_grpc_call *call, bool kv, int64_t rev)
+{
+	if (!store_readable(m, call))
+		return;
+	struct hash_job *j = calloc(1, sizeof *j);
+	if (j == NULL) {
+		member_finish_error(call, ST_INTERNAL, "out of memory");
+		return;
+	}
+	j->job.run = hash_run;
+	j->job.done = hash_done;
+	j->m = m;
+	j->call = call;
+	j->kv = kv;
+	j->rev = rev;
+	if (srv_worker_submit(m->snapper, &j->job) != 0) {
+		free(j);
+		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
+		return;
+	}
+	static const struct net_grpc_call_callbacks cbs = { .on_cancel = hash_cancel };
+	net_grpc_call_set_callbacks(call, &cbs, j);
+}
+
 static void on_msg_hash(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
 {
-	struct srv_member *m = user;
-	Etcdserverpb__HashResponse out = ETCDSERVERPB__HASH_RESPONSE__INIT;
-	Etcdserverpb__ResponseHeader h;
 	(void)data;
 	(void)len;
 	net_grpc_call_set_callbacks(call, NULL, NULL);
-	if (!store_readable(m, call))
-		return;
-	uint32_t hash = 0;
-	int64_t rev = 0;
-	int err = maint_store_hash(m->kv, &hash, &rev);
-	if (err != 0) {
-		finish_kv_error(call, err);
-		return;
-	}
-	member_header_init(m, &h, rev);
-	out.header = &h;
-	out.hash = hash;
-	member_finish_msg(call, &out.base);
+	hash_start(user, call, false, 0);
 }
 HANDLER(hash)
 
-/* etcd: revision 0 is the current one; at or below the compacted revision
- * "compacted", above the current one "future revision". The header carries
- * the current revision, compact_revision the compacted one (-1 before any
- * compaction, as etcd). */
 static void on_msg_hash_kv(struct net_grpc_call *call, const uint8_t *data, size_t len, void *user)
 {
-	struct srv_member *m = user;
-	Etcdserverpb__HashKVResponse out = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
-	Etcdserverpb__ResponseHeader h;
-	struct kv_status ks;
-	struct kv_hash kh;
 	net_grpc_call_set_callbacks(call, NULL, NULL);
 	Etcdserverpb__HashKVRequest *q = etcdserverpb__hash_kvrequest__unpack(NULL, len, data);
 	if (q == NULL) {
@@ -292,23 +370,7 @@ static void on_msg_hash_kv(struct net_grpc_call *call, const uint8_t *data, size
 	}
 	int64_t rev = q->revision;
 	etcdserverpb__hash_kvrequest__free_unpacked(q, NULL);
-	if (!store_readable(m, call))
-		return;
-	int err = kv_status(m->kv, &ks);
-	if (err == 0 && rev > 0 && rev <= ks.compacted)
-		err = KV_ECOMPACTED;
-	if (err == 0)
-		err = kv_hash_kv(m->kv, rev > 0 ? rev : 0, &kh);
-	if (err != 0) {
-		finish_kv_error(call, err);
-		return;
-	}
-	member_header_init(m, &h, ks.revision);
-	out.header = &h;
-	out.hash = (uint32_t)kh.hash;
-	/* etcd's store starts with its compacted revision at -1 */
-	out.compact_revision = kh.compacted > 0 ? kh.compacted : -1;
-	member_finish_msg(call, &out.base);
+	hash_start(user, call, true, rev);
 }
 HANDLER(hash_kv)
 

@@ -21,5 +21,6 @@ int maint_store_hash(struct kv_store *kv, uint32_t *hash, int64_t *revision);
  * `etcdctl snapshot save` keeps it at the end of the file. */
 #define MAINT_SNAPSHOT_SHA_LEN 32
 #define MAINT_SNAPSHOT_CHUNK (32 * 1024) /* etcd's snapshot send buffer */
+#define MAINT_MAX_HASHES 8 /* Hash and HashKV calls queued on the snapshot thread at once */
 
 #endif /* CAIRN_SERVER_MAINT_H */

@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "maint.h"
 
 #define APPLY_MAX_BATCHES 64        /* queued batches (snapshots, installs split them) */
 #define APPLY_MAX_BYTES (64u << 20) /* entries queued for the apply thread */
@@ -855,7 +856,9 @@ int pipeline_start(struct srv_member *m)
 		return -1;
 	if (srv_worker_start(m->loop, 2, &m->applier) != 0)
 		return -1;
-	if (srv_worker_start(m->loop, 1, &m->snapper) != 0)
+	/* the snapshot thread: a copy of the store for a follower, and the
+	 * Hash and HashKV calls (maint.c), which read the whole store too */
+	if (srv_worker_start(m->loop, 1 + MAINT_MAX_HASHES, &m->snapper) != 0)
 		return -1;
 	return 0;
 }

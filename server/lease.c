@@ -12,8 +12,10 @@
  * LEASE_REVOKE_RETRY_MS if the revocation did not get applied.
  *
  * The table follows the store: on promotion it is built from the store's
- * lease list, and every heartbeat in which the applied index moved it is
- * brought in line with that list again (new grants in, revoked leases out).
+ * lease list, and at the first heartbeat after a batch that granted,
+ * revoked or checkpointed a lease (or a snapshot install) it is brought in
+ * line with that list again (new grants in, revoked leases out); other
+ * writes never make it read the list.
  * A renewal of a lease granted so recently that the table has not seen it
  * yet looks the lease up in the store.
  *
@@ -408,7 +410,7 @@ struct lease_srv {
 	struct srv_member *m;
 	struct lease_tab tab;
 	bool leading, built;
-	uint64_t synced_applied;
+	bool stale; /* the store's lease table changed since the last sync */
 	uint64_t rng;
 	int64_t min_ttl;
 	struct lease_ask asks[LEASE_MAX_ASKS];
@@ -444,7 +446,7 @@ static void sync_table(struct lease_srv *ls, bool full)
 {
 	struct srv_member *m = ls->m;
 	struct kv_lease_list l;
-	if (m->installing > 0 || (!full && ls->built && ls->synced_applied == m->applied))
+	if (m->installing > 0 || (!full && ls->built && !ls->stale))
 		return;
 	if (kv_lease_list(m->kv, &l) != 0)
 		return; /* tried again next heartbeat */
@@ -459,7 +461,7 @@ static void sync_table(struct lease_srv *ls, bool full)
 			srv_log_end(&ll);
 		}
 		ls->built = true;
-		ls->synced_applied = m->applied;
+		ls->stale = false;
 	}
 	ls->count = l.n;
 	ls->count_at = now;
@@ -474,7 +476,7 @@ static struct lease_ent *leader_lookup(struct lease_srv *ls, int64_t id)
 	if (!ls->built)
 		sync_table(ls, true);
 	struct lease_ent *e = lease_tab_find(&ls->tab, id);
-	if (e != NULL && ls->synced_applied != m->applied && m->installing == 0) {
+	if (e != NULL && ls->stale && m->installing == 0) {
 		/* revoked since the table last followed the store? (one read) */
 		struct kv_lease_info info;
 		int err = kv_lease_time_to_live(m->kv, id, false, &info);
@@ -1111,6 +1113,12 @@ void lease_leader_changed(struct srv_member *m, uint64_t leader)
 	/* built at once, so the deadlines start now (or at the next heartbeat
 	 * while a snapshot is being installed) */
 	sync_table(ls, true);
+}
+
+void lease_store_changed(struct srv_member *m)
+{
+	if (m->lease != NULL)
+		m->lease->stale = true;
 }
 
 /* ---- start and stop ---- */

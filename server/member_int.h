@@ -93,6 +93,7 @@ struct apply_batch {
 	struct raft_conf conf; /* the configuration as of that index */
 	int64_t revision;      /* the store's revision after the batch */
 	bool members_changed;  /* the member table changed (cluster.c) */
+	bool leases_changed;   /* a lease was granted, revoked or checkpointed (lease.c) */
 	struct kv_events events; /* BATCH_ENTRIES: the changes it committed, for watchers */
 	bool has_events;
 };
@@ -359,6 +360,9 @@ struct lease_srv;
 int lease_register(struct srv_member *m);
 void lease_tick(struct srv_member *m);
 void lease_leader_changed(struct srv_member *m, uint64_t leader);
+/* A batch changed the store's lease table (grant, revoke, checkpoint) or
+ * replaced the store: the leader's table follows it at the next heartbeat. */
+void lease_store_changed(struct srv_member *m);
 void lease_stop(struct srv_member *m);
 void lease_free(struct srv_member *m);
 void lease_on_ask(struct net_transport *t, uint64_t from, enum net_channel ch, const uint8_t *buf,

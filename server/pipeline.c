@@ -129,6 +129,10 @@ static int apply_entries(struct apply_batch *b)
 		err = apply_request(w, req, &h, &r);
 		if (err == 0 && r.members_changed)
 			b->members_changed = true;
+		if (err == 0 && (req->op_case == CAIRN__SERVERPB__REQUEST__OP_LEASE_GRANT ||
+				 req->op_case == CAIRN__SERVERPB__REQUEST__OP_LEASE_REVOKE ||
+				 req->op_case == CAIRN__SERVERPB__REQUEST__OP_LEASE_CHECKPOINT))
+			b->leases_changed = true;
 		if (err == 0 && req->member_id == m->id && req->id != 0)
 			member_batch_add_result(b, req->id, &r);
 		else if (err == 0)
@@ -369,6 +373,8 @@ static void apply_done(struct srv_job *job, bool cancelled)
 		m->revision = b->revision;
 	answer_results(m, b);
 	/* watchers after the clients: a watcher never sees a change before its writer */
+	if (b->leases_changed || b->kind == BATCH_INSTALL)
+		lease_store_changed(m);
 	if (b->kind == BATCH_INSTALL)
 		watch_hub_resync(m, b->revision);
 	else if (b->has_events)

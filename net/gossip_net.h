@@ -7,7 +7,8 @@
  * one frame (its own), and the stream closes. A frame is a 4-byte big-endian length and a
  * sealed packet. At most max_streams streams run at once (both directions together); a stream
  * beyond the bound is refused or not started and reported failed. Each stream has a deadline
- * (stream_timeout_ms) and a frame bound (max_frame).
+ * (stream_timeout_ms) and a frame bound (max_frame), and the frames being read by all streams
+ * together are bounded (max_buffered): a stream that would pass it is ended.
  *
  * Threads: one loop; nothing here is thread-safe. Callbacks may call net_gossip_send(),
  * net_gossip_pushpull() and net_gossip_set_keyring(), not net_gossip_stop().
@@ -30,6 +31,9 @@ struct net_gossip_stats {
 	uint64_t dropped_short, dropped_label, dropped_plain, dropped_crc, dropped_decrypt;
 	uint64_t send_errors;
 	uint64_t streams_in, streams_out, streams_refused, streams_failed;
+	/* More drop reasons; every dropped_* counter also counts push-pull frames. */
+	uint64_t dropped_flags;    /* unknown flags byte */
+	uint64_t dropped_oversize; /* datagram larger than max_packet */
 };
 
 struct net_gossip_config {
@@ -41,6 +45,7 @@ struct net_gossip_config {
 	uint32_t max_streams;         /* 128 */
 	uint32_t max_frame;           /* 32 MiB */
 	uint32_t stream_timeout_ms;   /* 10000 */
+	size_t max_buffered;          /* 64 MiB: frames being read by all streams together */
 	void *data;
 	/* A datagram's payload, opened; valid during the call. */
 	void (*on_packet)(void *data, const struct sockaddr *from, const uint8_t *payload,
@@ -72,7 +77,10 @@ size_t net_gossip_max_payload(const struct net_gossip *t);
 /* Seal and send one datagram; dropped (and counted) if the socket refuses it. */
 int net_gossip_send(struct net_gossip *t, const struct sockaddr *to, const uint8_t *payload,
 		    size_t len);
-/* Start a push-pull with `to`; the outcome arrives in on_pushpull_done. */
+/* Start a push-pull with `to`; the outcome arrives in on_pushpull_done, always later from the
+ * loop, never inside this call (also when it cannot start: UV_EBUSY at max_streams). Returns 0,
+ * or a negative uv error (bad arguments, stopping) and then no callback comes. After
+ * net_gossip_stop() no on_pushpull_done is called for streams still running. */
 int net_gossip_pushpull(struct net_gossip *t, const struct sockaddr *to, bool join);
 /* Replace the keyring (rotation); streams already running keep the old one. */
 void net_gossip_set_keyring(struct net_gossip *t, const struct net_keyring *kr);

@@ -65,6 +65,10 @@ GOSSIP_API const char *gossip_strerror(int err);
 /* Longest member name and metadata, in bytes (a name is nonempty and has no NUL). */
 #define GOSSIP_MAX_NAME 128
 #define GOSSIP_MAX_META 512
+/* Smallest cfg.packet_size accepted: the largest single message (an alive with the longest name
+ * and metadata, 667 bytes) must fit one packet with room to spare. */
+#define GOSSIP_MIN_PACKET 768
+#define GOSSIP_MAX_PACKET 65507
 
 /* A member's address, as plain bytes: IPv4 in ip[0..3] when family is 4. */
 struct gossip_addr {
@@ -141,7 +145,9 @@ GOSSIP_API int gossip_state_merge(struct gossip *g, uint64_t now_ms, const uint8
 GOSSIP_API void gossip_pushpull_failed(struct gossip *g, uint64_t now_ms,
 				       const struct gossip_addr *to);
 
-/* Contact these addresses: the next update asks for a join push-pull to each. */
+/* Contact these addresses: the next update asks for a join push-pull to each (our own address
+ * is skipped). At most 256 push-pulls wait in one update: GOSSIP_EINVAL beyond, and
+ * GOSSIP_ELEFT after gossip_leave(). */
 GOSSIP_API int gossip_join(struct gossip *g, uint64_t now_ms, const struct gossip_addr *addrs,
 			   size_t n);
 /* Leave: broadcast that this member left (others mark it left, not dead). Keep running the
@@ -226,8 +232,22 @@ struct gossip_stats {
 	uint64_t queue_dropped;  /* broadcasts dropped at max_queue */
 	uint32_t health;         /* Lifeguard's local health multiplier, 0 is healthy */
 	uint32_t queue_len;      /* broadcasts pending */
+	uint64_t conflicts;      /* alive messages ignored: a live member has that name elsewhere */
+	uint64_t dropped;        /* sends, ping-req relays or members refused at a bound */
 };
 
 GOSSIP_API void gossip_stats(const struct gossip *g, struct gossip_stats *out);
+
+/* Lifeguard's suspicion timeout, in ms, for a cluster of n live members after c independent
+ * confirmations: min = suspicion_mult * max(1, log10(n)) * probe_interval, max =
+ * suspicion_max_mult * min, timeout = max - (max - min) * log(c + 1) / log(k + 1) with
+ * k = min(indirect_checks, n - 2), never below min (min itself when k < 1). */
+GOSSIP_API uint64_t gossip_suspicion_timeout(const struct gossip_config *cfg, uint32_t n,
+					     uint32_t c);
+/* Retransmissions of each broadcast for n live members: retransmit_mult * ceil(log10(n + 1)). */
+GOSSIP_API uint32_t gossip_retransmit_limit(const struct gossip_config *cfg, uint32_t n);
+/* The push-pull interval for n live members: pushpull_interval_ms up to 32 members, then
+ * multiplied by ceil(log2(n) - log2(32)) + 1, as memberlist does. */
+GOSSIP_API uint64_t gossip_pushpull_interval(const struct gossip_config *cfg, uint32_t n);
 
 #endif

@@ -191,12 +191,13 @@ function pct(sorted, p) {
 let clusters = 0;
 async function startCluster(sys) {
 	const bin = sys === 'cairn' ? cairnBin : opt.etcd;
-	const p = await freePorts(6);
+	const p = await freePorts(9);
 	const names = ['m1', 'm2', 'm3'];
 	const dir = path.join(tmp, sys + '-' + ++clusters);
 	fs.mkdirSync(dir, { recursive: true });
 	const ms = names.map((n, i) => ({
 		name: n, ep: '127.0.0.1:' + p[i], peer: 'http://127.0.0.1:' + p[3 + i],
+		gossip: '127.0.0.1:' + p[6 + i],
 	}));
 	const initial = ms.map((m) => m.name + '=' + m.peer).join(',');
 	for (const m of ms) {
@@ -205,6 +206,11 @@ async function startCluster(sys) {
 			'--listen-peer-urls', m.peer, '--initial-advertise-peer-urls', m.peer,
 			'--initial-cluster', initial, '--initial-cluster-state', 'new',
 			'--initial-cluster-token', 'bench-watch-lease-' + sys + '-' + process.pid];
+		if (sys === 'cairn') {
+			// Every member gossips: its own port, and one pool joined through the others.
+			const join = ms.filter((o) => o !== m).map((o) => o.gossip).join(',');
+			args.push('--gossip-listen', m.gossip, '--gossip-join', join);
+		}
 		const out = fs.openSync(path.join(dir, m.name + '.log'), 'a');
 		const c = spawn(bin, args, { stdio: ['ignore', out, out] });
 		fs.closeSync(out);

@@ -4,7 +4,8 @@
 #   scripts/run-cluster.sh [--fresh] [cairn binary]     (default binary: build/bin/cairn)
 #
 # Members m1, m2, m3 on 127.0.0.1, clients on 2379, 22379, 32379 and peers on 2380, 22380, 32380
-# (etcd's own Procfile ports), data in $CAIRN_RUN_DIR (default build/run): a second run resumes
+# (etcd's own Procfile ports), gossip on 7946, 7947, 7948 (UDP and TCP; each member joins through
+# the others), data in $CAIRN_RUN_DIR (default build/run): a second run resumes
 # from it, --fresh starts a new cluster. Each member's log lines are prefixed with its name.
 # Ctrl-C (or SIGTERM) stops every member gracefully: one SIGTERM each, then a bounded wait.
 #
@@ -30,7 +31,7 @@ if [[ ! -x $bin ]]; then
 	echo "run-cluster: $bin is not built (it is built once server/member.c exists)" >&2
 	exit 1
 fi
-for p in "${client_ports[@]}" "${peer_ports[@]}"; do
+for p in "${client_ports[@]}" "${peer_ports[@]}" "${gossip_ports[@]}"; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 		echo "run-cluster: 127.0.0.1:$p is in use (another cluster running?)" >&2
 		exit 1
@@ -44,9 +45,11 @@ mkdir -p "$run_dir"
 
 cluster=""
 endpoints=""
+gossip_all=""
 for i in 0 1 2; do
 	cluster+="${cluster:+,}${names[i]}=http://127.0.0.1:${peer_ports[i]}"
 	endpoints+="${endpoints:+,}127.0.0.1:${client_ports[i]}"
+	gossip_all+="${gossip_all:+,}127.0.0.1:${gossip_ports[i]}"
 done
 
 declare -a pids=()
@@ -81,12 +84,16 @@ for i in 0 1 2; do
 	n=${names[i]}
 	c=http://127.0.0.1:${client_ports[i]}
 	p=http://127.0.0.1:${peer_ports[i]}
+	join=""
+	for j in 0 1 2; do
+		((j == i)) || join+="${join:+,}127.0.0.1:${gossip_ports[j]}"
+	done
 	setsid "$bin" --name "$n" --data-dir "$run_dir/$n.cairn" \
 		--listen-client-urls "$c" --advertise-client-urls "$c" \
 		--listen-peer-urls "$p" --initial-advertise-peer-urls "$p" \
 		--initial-cluster "$cluster" --initial-cluster-state new \
 		--initial-cluster-token cairn-run \
-		--gossip-listen "127.0.0.1:${gossip_ports[i]}" \
+		--gossip-listen "127.0.0.1:${gossip_ports[i]}" --gossip-join "$join" \
 		> >(
 			trap '' INT
 			exec sed -u "s/^/$n | /"
@@ -111,9 +118,9 @@ fi
 cat >&2 <<EOF
 
 run-cluster: 3 members, data in $run_dir
-  m1  client http://127.0.0.1:${client_ports[0]}  peer http://127.0.0.1:${peer_ports[0]}
-  m2  client http://127.0.0.1:${client_ports[1]}  peer http://127.0.0.1:${peer_ports[1]}
-  m3  client http://127.0.0.1:${client_ports[2]}  peer http://127.0.0.1:${peer_ports[2]}
+  m1  client http://127.0.0.1:${client_ports[0]}  peer http://127.0.0.1:${peer_ports[0]}  gossip 127.0.0.1:${gossip_ports[0]}
+  m2  client http://127.0.0.1:${client_ports[1]}  peer http://127.0.0.1:${peer_ports[1]}  gossip 127.0.0.1:${gossip_ports[1]}
+  m3  client http://127.0.0.1:${client_ports[2]}  peer http://127.0.0.1:${peer_ports[2]}  gossip 127.0.0.1:${gossip_ports[2]}
 $( ((ready)) && echo "  every member is healthy" || echo "  not all members answer endpoint health yet: see the logs")
 
 In another terminal:
@@ -121,6 +128,8 @@ In another terminal:
   etcdctl put greeting "hello, cairn" && etcdctl get greeting
   etcdctl member list -w table
   etcdctl endpoint status -w table
+  etcdctl watch --prefix /cairn/members/
+  $bin agent --name node-1 --gossip-listen 127.0.0.1:7950 --gossip-join $gossip_all --gossip-tag role=worker
 
 Ctrl-C stops the cluster.
 

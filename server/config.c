@@ -61,6 +61,14 @@ enum opt_id {
 	O_GOSSIP_KEY_FILE,
 	O_GOSSIP_LABEL,
 	O_GOSSIP_TAG,
+	O_GOSSIP_PROBE_INTERVAL,
+	O_GOSSIP_PROBE_TIMEOUT,
+	O_GOSSIP_INTERVAL,
+	O_GOSSIP_SUSPICION_MULT,
+	O_GOSSIP_PUSHPULL_INTERVAL,
+	O_GOSSIP_REAP_DEAD,
+	O_GOSSIP_REAP_LEFT,
+	O_GOSSIP_STORE_MEMBERS,
 	O_CONFIG_FILE,
 	O__COUNT
 };
@@ -135,6 +143,23 @@ static const struct opt opts[O__COUNT] = {
 				0 },
 	[O_GOSSIP_LABEL] = { "gossip-label", "CAIRN_GOSSIP_LABEL", NULL, K_STRING, F_TOP, 0, 0 },
 	[O_GOSSIP_TAG] = { "gossip-tag", "CAIRN_GOSSIP_TAG", NULL, K_TAGS, F_TOP, 0, 0 },
+	[O_GOSSIP_PROBE_INTERVAL] = { "gossip-probe-interval", "CAIRN_GOSSIP_PROBE_INTERVAL", NULL,
+				      K_UINT, F_TOP, 50, 60000 },
+	[O_GOSSIP_PROBE_TIMEOUT] = { "gossip-probe-timeout", "CAIRN_GOSSIP_PROBE_TIMEOUT", NULL,
+				     K_UINT, F_TOP, 10, 60000 },
+	[O_GOSSIP_INTERVAL] = { "gossip-interval", "CAIRN_GOSSIP_INTERVAL", NULL, K_UINT, F_TOP, 10,
+				60000 },
+	[O_GOSSIP_SUSPICION_MULT] = { "gossip-suspicion-mult", "CAIRN_GOSSIP_SUSPICION_MULT", NULL,
+				      K_UINT, F_TOP, 1, 100 },
+	[O_GOSSIP_PUSHPULL_INTERVAL] = { "gossip-pushpull-interval",
+					 "CAIRN_GOSSIP_PUSHPULL_INTERVAL", NULL, K_UINT, F_TOP, 0,
+					 86400000 },
+	[O_GOSSIP_REAP_DEAD] = { "gossip-reap-dead", "CAIRN_GOSSIP_REAP_DEAD", NULL, K_UINT, F_TOP,
+				 1000, 30ull * 86400000 },
+	[O_GOSSIP_REAP_LEFT] = { "gossip-reap-left", "CAIRN_GOSSIP_REAP_LEFT", NULL, K_UINT, F_TOP,
+				 1000, 30ull * 86400000 },
+	[O_GOSSIP_STORE_MEMBERS] = { "gossip-store-members", "CAIRN_GOSSIP_STORE_MEMBERS", NULL,
+				     K_BOOL, F_TOP, 0, 0 },
 	[O_CONFIG_FILE] = { "config-file", "CAIRN_CONFIG_FILE", NULL, K_PATH, F_NONE, 0, 0 },
 };
 
@@ -178,6 +203,7 @@ struct ld {
 	bool by_env[O__COUNT];  /* given by a CAIRN_* variable */
 	bool by_file[O__COUNT]; /* given in the config file */
 	bool tags_by_flag;      /* a --gossip-tag was seen: later ones append */
+	bool agent;             /* `cairn agent`: gossip options only (agent_opt) */
 	bool version;           /* --version was given */
 };
 
@@ -840,6 +866,27 @@ static int set_uint(struct srv_config *cfg, int id, uint64_t v)
 	case O_MAX_REQUEST_BYTES:
 		cfg->max_request_bytes = (uint32_t)v;
 		break;
+	case O_GOSSIP_PROBE_INTERVAL:
+		cfg->gossip_timing.probe_interval_ms = (uint32_t)v;
+		break;
+	case O_GOSSIP_PROBE_TIMEOUT:
+		cfg->gossip_timing.probe_timeout_ms = (uint32_t)v;
+		break;
+	case O_GOSSIP_INTERVAL:
+		cfg->gossip_timing.gossip_interval_ms = (uint32_t)v;
+		break;
+	case O_GOSSIP_SUSPICION_MULT:
+		cfg->gossip_timing.suspicion_mult = (uint32_t)v;
+		break;
+	case O_GOSSIP_PUSHPULL_INTERVAL:
+		cfg->gossip_timing.pushpull_interval_ms = (uint32_t)v;
+		break;
+	case O_GOSSIP_REAP_DEAD:
+		cfg->gossip_timing.reap_dead_ms = v;
+		break;
+	case O_GOSSIP_REAP_LEFT:
+		cfg->gossip_timing.reap_left_ms = v;
+		break;
 	case O_MAX_TXN_OPS:
 	default:
 		cfg->max_txn_ops = (uint32_t)v;
@@ -923,7 +970,10 @@ static int opt_set(struct ld *ld, int id, const char *value, const struct src *s
 		if (!parse_bool(value, &b)) {
 			return bad_value(ld, id, s, value, "expected true or false");
 		}
-		tls_of(cfg, id)->client_cert_auth = b;
+		if (id == O_GOSSIP_STORE_MEMBERS)
+			cfg->gossip_store_members = b;
+		else
+			tls_of(cfg, id)->client_cert_auth = b;
 		return 0;
 	}
 	case K_UINT: {
@@ -1070,6 +1120,16 @@ static int set_defaults(struct ld *ld)
 	cfg->max_txn_ops = SRV_CONFIG_DEFAULT_MAX_TXN_OPS;
 	cfg->initial_cluster_state = SRV_CLUSTER_NEW;
 	cfg->log_level = SRV_LOG_INFO;
+	cfg->gossip_store_members = true;
+	cfg->gossip_timing = (struct srv_gossip_timing){
+		.probe_interval_ms = SRV_CONFIG_DEFAULT_GOSSIP_PROBE_INTERVAL_MS,
+		.probe_timeout_ms = SRV_CONFIG_DEFAULT_GOSSIP_PROBE_TIMEOUT_MS,
+		.gossip_interval_ms = SRV_CONFIG_DEFAULT_GOSSIP_INTERVAL_MS,
+		.suspicion_mult = SRV_CONFIG_DEFAULT_GOSSIP_SUSPICION_MULT,
+		.pushpull_interval_ms = SRV_CONFIG_DEFAULT_GOSSIP_PUSHPULL_INTERVAL_MS,
+		.reap_dead_ms = SRV_CONFIG_DEFAULT_GOSSIP_REAP_DEAD_MS,
+		.reap_left_ms = SRV_CONFIG_DEFAULT_GOSSIP_REAP_LEFT_MS,
+	};
 	int rc;
 	if ((rc = opt_set(ld, O_NAME, SRV_CONFIG_DEFAULT_NAME, &dflt)) != 0 ||
 	    (rc = opt_set(ld, O_LISTEN_CLIENT_URLS, SRV_CONFIG_DEFAULT_CLIENT_URL, &dflt)) != 0 ||
@@ -1098,10 +1158,32 @@ static void clear_values(struct srv_config *cfg)
 	cfg->warnings_n = warnings_n;
 }
 
-/* data-dir and initial-cluster when not given, as etcd derives them. */
-static int derive(struct ld *ld, bool cluster_given)
+/* --gossip-listen when not given: SRV_CONFIG_DEFAULT_GOSSIP_PORT on the host of the first
+ * client URL, so a server reachable by clients on an address gossips on that address too. */
+static int derive_gossip_listen(struct ld *ld)
 {
 	struct srv_config *cfg = ld->cfg;
+	if (cfg->listen_client_urls.n == 0) {
+		return 0;
+	}
+	const char *host = cfg->listen_client_urls.v[0].host;
+	char text[300];
+	snprintf(text, sizeof text, strchr(host, ':') != NULL ? "[%s]:%u" : "%s:%u", host,
+		 SRV_CONFIG_DEFAULT_GOSSIP_PORT);
+	static const struct src dflt = { .type = SRC_FLAG };
+	return opt_set(ld, O_GOSSIP_LISTEN, text, &dflt);
+}
+
+/* data-dir and initial-cluster when not given, as etcd derives them. */
+static int derive(struct ld *ld, bool cluster_given, bool gossip_listen_given)
+{
+	struct srv_config *cfg = ld->cfg;
+	if (!gossip_listen_given) {
+		int rc = derive_gossip_listen(ld);
+		if (rc != 0) {
+			return rc;
+		}
+	}
 	if (cfg->data_dir == NULL) {
 		size_t len = strlen(cfg->name) + sizeof ".cairn";
 		cfg->data_dir = malloc(len);
@@ -1202,7 +1284,26 @@ static int check_tls(struct ld *ld, const struct srv_tls *t, const struct srv_ur
 	return 0;
 }
 
-/* etcd's embed.Config.Validate, in its order, with its messages. */
+/* The gossip timings against each other (each alone is checked by its range). */
+static int validate_gossip(struct ld *ld)
+{
+	const struct srv_gossip_timing *t = &ld->cfg->gossip_timing;
+	if (t->probe_timeout_ms >= t->probe_interval_ms) {
+		return invalid(ld,
+			       "--gossip-probe-timeout[%ums] must be less than "
+			       "--gossip-probe-interval[%ums]",
+			       (unsigned)t->probe_timeout_ms, (unsigned)t->probe_interval_ms);
+	}
+	if (t->pushpull_interval_ms != 0 && t->pushpull_interval_ms < 1000) {
+		return invalid(ld,
+			       "--gossip-pushpull-interval[%ums] must be 0 (never) or at least "
+			       "1000ms",
+			       (unsigned)t->pushpull_interval_ms);
+	}
+	return 0;
+}
+
+/* etcd's embed.Config.Validate, in its order, with its messages; then gossip's. */
 static int validate(struct ld *ld, bool from_file)
 {
 	struct srv_config *cfg = ld->cfg;
@@ -1238,6 +1339,9 @@ static int validate(struct ld *ld, bool from_file)
 	int rc = check_tls(ld, &cfg->client_tls, &cfg->listen_client_urls, false);
 	if (rc == 0) {
 		rc = check_tls(ld, &cfg->peer_tls, &cfg->listen_peer_urls, true);
+	}
+	if (rc == 0) {
+		rc = validate_gossip(ld);
 	}
 	return rc;
 }
@@ -1505,6 +1609,13 @@ static int positional(struct ld *ld, const char *arg)
 	return SRV_CONFIG_EUSAGE;
 }
 
+/* The options `cairn agent` takes: its name, its log level and gossip. */
+static bool agent_opt(int id)
+{
+	return id == O_NAME || id == O_LOG_LEVEL ||
+	       (id >= O_GOSSIP_LISTEN && id <= O_GOSSIP_REAP_LEFT);
+}
+
 /* Go's flag package rules, which etcd's users know: "-f" and "--f" alike, "--f=v" or
  * "--f v", booleans only as "--f" or "--f=v", "--" ends the flags, the first non-flag
  * argument ends them too (and is refused here, as etcd refuses it). */
@@ -1541,7 +1652,7 @@ static int parse_flags(struct ld *ld, int argc, char *const argv[])
 			continue;
 		}
 		int id = opt_by_flag(name, nlen);
-		if (id < 0) {
+		if (id < 0 || (ld->agent && !agent_opt(id))) {
 			errf(ld, "flag provided but not defined: -%.*s", (int)nlen, name);
 			return SRV_CONFIG_EUSAGE;
 		}
@@ -1596,6 +1707,9 @@ static int parse_env(struct ld *ld, char *const envp[])
 				return rc;
 			}
 			continue;
+		}
+		if (ld->agent && !agent_opt(id)) {
+			continue; /* a server's setting on the same host */
 		}
 		if (id == O_CONFIG_FILE || seen[id] || eq[1] == '\0') {
 			continue;
@@ -1704,7 +1818,55 @@ int srv_config_load(struct srv_config *cfg, int argc, char *const argv[], char *
 	bool cluster_given = from_file ?
 				     ld.by_file[O_INITIAL_CLUSTER] :
 				     ld.by_flag[O_INITIAL_CLUSTER] || ld.by_env[O_INITIAL_CLUSTER];
-	if ((rc = derive(&ld, cluster_given)) != 0 || (rc = validate(&ld, from_file)) != 0) {
+	bool gossip_listen_given =
+		from_file ? ld.by_file[O_GOSSIP_LISTEN] :
+			    ld.by_flag[O_GOSSIP_LISTEN] || ld.by_env[O_GOSSIP_LISTEN];
+	if ((rc = derive(&ld, cluster_given, gossip_listen_given)) != 0 ||
+	    (rc = validate(&ld, from_file)) != 0) {
+		goto fail;
+	}
+	return 0;
+fail:
+	srv_config_free(cfg);
+	return rc;
+}
+
+int srv_config_load_agent(struct srv_config *cfg, int argc, char *const argv[], char *const envp[],
+			  char *err, size_t err_len)
+{
+	struct ld ld = { .cfg = cfg, .err = err, .err_len = err_len, .agent = true };
+	static const struct src dflt = { .type = SRC_FLAG };
+	memset(cfg, 0, sizeof *cfg);
+	if (err != NULL && err_len > 0) {
+		err[0] = '\0';
+	}
+	int rc = set_defaults(&ld);
+	if (rc == 0) {
+		rc = opt_set(&ld, O_GOSSIP_LISTEN, SRV_CONFIG_DEFAULT_AGENT_GOSSIP_LISTEN, &dflt);
+	}
+	if (rc == 0) {
+		rc = parse_flags(&ld, argc, argv);
+	}
+	if (rc != 0) {
+		goto fail;
+	}
+	if (cfg->action == SRV_CONFIG_HELP) {
+		return 0;
+	}
+	if (ld.version) {
+		cfg->action = SRV_CONFIG_VERSION;
+		return 0;
+	}
+	if ((rc = parse_env(&ld, envp)) != 0) {
+		goto fail;
+	}
+	/* Every agent of a pool needs its own name: no default that two could share. */
+	if (!ld.by_flag[O_NAME] && !ld.by_env[O_NAME]) {
+		errf(&ld, "--name is required");
+		rc = SRV_CONFIG_EUSAGE;
+		goto fail;
+	}
+	if ((rc = validate_gossip(&ld)) != 0) {
 		goto fail;
 	}
 	return 0;
@@ -1878,6 +2040,37 @@ const char *srv_config_version(void)
 	       "API version: " SRV_ETCD_API_VERSION "\n";
 }
 
+/* The gossip flags but --gossip-listen, shared by the server's and the agent's help. */
+#define GOSSIP_HELP                                                                                \
+	"  --gossip-join ''\n"                                                                     \
+	"    Comma-separated host:port addresses of gossip members to join through; tried\n"       \
+	"    again (every 2 s, backing off to 30 s) until one answers.\n"                          \
+	"  --gossip-key-file ''\n"                                                                 \
+	"    File of base64 keys (one a line, the first encrypts) for gossip; gossip is not\n"     \
+	"    encrypted without it. Read again on SIGHUP.\n"                                        \
+	"  --gossip-label ''\n"                                                                    \
+	"    Label sent with every gossip message; messages with another label are dropped.\n"     \
+	"  --gossip-tag ''\n"                                                                      \
+	"    A key=value tag this member publishes in gossip; repeat the flag, or separate\n"      \
+	"    pairs with commas, for several.\n"                                                    \
+	"  --gossip-probe-interval '1000'\n"                                                       \
+	"    Milliseconds between two probes of a random member (50 to 60000).\n"                  \
+	"  --gossip-probe-timeout '500'\n"                                                         \
+	"    Milliseconds to wait for a direct probe's answer before asking others to probe\n"     \
+	"    (10 to 60000, less than --gossip-probe-interval).\n"                                  \
+	"  --gossip-interval '200'\n"                                                              \
+	"    Milliseconds between two rounds of gossip to a few random members (10 to 60000).\n"   \
+	"  --gossip-suspicion-mult '4'\n"                                                          \
+	"    A suspected member is declared dead after at least this many times\n"                 \
+	"    log10(members) probe intervals (1 to 100).\n"                                         \
+	"  --gossip-pushpull-interval '30000'\n"                                                   \
+	"    Milliseconds between two full state exchanges with a random member over TCP\n"        \
+	"    (0: never, else 1000 to 86400000).\n"                                                 \
+	"  --gossip-reap-dead '86400000'\n"                                                        \
+	"    Milliseconds a dead member is remembered before it is forgotten (1000 to 30 days).\n" \
+	"  --gossip-reap-left '3600000'\n"                                                         \
+	"    Milliseconds a member that left is remembered (1000 to 30 days).\n"
+
 /* Grouped as etcd's own help is: member, clustering, security, logging, then Cairn's gossip. */
 static const char help_text[] =
 	"Usage:\n"
@@ -1969,16 +2162,11 @@ static const char help_text[] =
 	"Gossip:\n"
 	"\n"
 	"  --gossip-listen '" SRV_CONFIG_DEFAULT_GOSSIP_LISTEN "'\n"
-	"    UDP and TCP address (numeric IP or localhost, and a port) for membership gossip.\n"
-	"  --gossip-join ''\n"
-	"    Comma-separated host:port addresses of gossip members to join through.\n"
-	"  --gossip-key-file ''\n"
-	"    File holding the key that encrypts gossip; gossip is not encrypted without it.\n"
-	"  --gossip-label ''\n"
-	"    Label sent with every gossip message; messages with another label are dropped.\n"
-	"  --gossip-tag ''\n"
-	"    A key=value tag this member publishes in gossip; repeat the flag, or separate\n"
-	"    pairs with commas, for several.\n";
+	"    UDP and TCP address (numeric IP or localhost, and a port) for membership gossip;\n"
+	"    when not given, port 7946 on the host of the first --listen-client-urls.\n"
+	GOSSIP_HELP
+	"  --gossip-store-members 'true'\n"
+	"    While this member leads, write the gossip view under /cairn/members/.\n";
 
 _Static_assert(SRV_CONFIG_DEFAULT_HEARTBEAT_MS == 100, "help text shows 100");
 _Static_assert(SRV_CONFIG_DEFAULT_ELECTION_MS == 1000, "help text shows 1000");
@@ -1986,8 +2174,47 @@ _Static_assert(SRV_CONFIG_MAX_ELECTION_MS == 50000, "help text shows 50000");
 _Static_assert(SRV_CONFIG_DEFAULT_SNAPSHOT_COUNT == 100000, "help text shows 100000");
 _Static_assert(SRV_CONFIG_DEFAULT_MAX_REQUEST_BYTES == 1572864, "help text shows 1572864");
 _Static_assert(SRV_CONFIG_DEFAULT_MAX_TXN_OPS == 128, "help text shows 128");
+_Static_assert(SRV_CONFIG_DEFAULT_GOSSIP_PORT == 7946, "help text shows 7946");
+_Static_assert(SRV_CONFIG_DEFAULT_GOSSIP_PROBE_INTERVAL_MS == 1000, "help text shows 1000");
+_Static_assert(SRV_CONFIG_DEFAULT_GOSSIP_PROBE_TIMEOUT_MS == 500, "help text shows 500");
+_Static_assert(SRV_CONFIG_DEFAULT_GOSSIP_INTERVAL_MS == 200, "help text shows 200");
+_Static_assert(SRV_CONFIG_DEFAULT_GOSSIP_SUSPICION_MULT == 4, "help text shows 4");
+_Static_assert(SRV_CONFIG_DEFAULT_GOSSIP_PUSHPULL_INTERVAL_MS == 30000, "help text shows 30000");
+_Static_assert(SRV_CONFIG_DEFAULT_GOSSIP_REAP_DEAD_MS == 86400000, "help text shows 86400000");
+_Static_assert(SRV_CONFIG_DEFAULT_GOSSIP_REAP_LEFT_MS == 3600000, "help text shows 3600000");
 
 const char *srv_config_help(void)
 {
 	return help_text;
+}
+
+static const char agent_help_text[] =
+	"Usage:\n"
+	"\n"
+	"  cairn agent --name NAME [flags]\n"
+	"    Run a gossip-only member for a node agent: it joins the gossip pool of the cairn\n"
+	"    servers, so that their leader records this node's liveness and tags under\n"
+	"    /cairn/members/NAME. No Raft and no store. SIGTERM or SIGINT leaves the pool\n"
+	"    gracefully; SIGHUP reads --gossip-key-file again.\n"
+	"\n"
+	"  cairn gossip-keygen\n"
+	"    Print a new random key for --gossip-key-file (base64, 32 bytes).\n"
+	"\n"
+	"Flags are written --flag value or --flag=value; each can also be set by an environment\n"
+	"variable named CAIRN_ and the flag in upper case with underscores (--gossip-join is\n"
+	"CAIRN_GOSSIP_JOIN); a flag wins over its variable.\n"
+	"\n"
+	"  --name ''\n"
+	"    Name of this node in the gossip pool, unique in the pool (required).\n"
+	"  --log-level 'info'\n"
+	"    Least severe level logged: debug, info, warn, error, panic or fatal.\n"
+	"  --gossip-listen '" SRV_CONFIG_DEFAULT_AGENT_GOSSIP_LISTEN "'\n"
+	"    UDP and TCP address (numeric IP or localhost, and a port) for gossip; on 0.0.0.0\n"
+	"    or ::, the address of the first network interface that is not a loopback is\n"
+	"    advertised.\n"
+	GOSSIP_HELP;
+
+const char *srv_config_agent_help(void)
+{
+	return agent_help_text;
 }

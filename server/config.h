@@ -52,6 +52,18 @@
 #define SRV_CONFIG_DEFAULT_MAX_TXN_OPS 128u
 #define SRV_CONFIG_MAX_MAX_TXN_OPS 65536u
 #define SRV_CONFIG_DEFAULT_GOSSIP_LISTEN "127.0.0.1:7946" /* memberlist's usual port */
+/* Without --gossip-listen a server gossips on this port of its first client URL's host (so
+ * 127.0.0.1:7946 with the default URLs); `cairn agent` on every address of its host. */
+#define SRV_CONFIG_DEFAULT_GOSSIP_PORT 7946u
+#define SRV_CONFIG_DEFAULT_AGENT_GOSSIP_LISTEN "0.0.0.0:7946"
+/* Gossip timings, in milliseconds: memberlist's LAN configuration (gossip/gossip.h). */
+#define SRV_CONFIG_DEFAULT_GOSSIP_PROBE_INTERVAL_MS 1000u
+#define SRV_CONFIG_DEFAULT_GOSSIP_PROBE_TIMEOUT_MS 500u
+#define SRV_CONFIG_DEFAULT_GOSSIP_INTERVAL_MS 200u
+#define SRV_CONFIG_DEFAULT_GOSSIP_SUSPICION_MULT 4u
+#define SRV_CONFIG_DEFAULT_GOSSIP_PUSHPULL_INTERVAL_MS 30000u
+#define SRV_CONFIG_DEFAULT_GOSSIP_REAP_DEAD_MS 86400000ull /* a day */
+#define SRV_CONFIG_DEFAULT_GOSSIP_REAP_LEFT_MS 3600000ull  /* an hour */
 
 /* Bounds on what the sources may hold. */
 #define SRV_CONFIG_MAX_URLS 16            /* URLs in one list */
@@ -137,6 +149,18 @@ struct srv_tag {
 	char *value;
 };
 
+/* Gossip timings (--gossip-probe-interval ...), in milliseconds; the ranges are checked by
+ * srv_config_load(), the probe timeout below the probe interval. */
+struct srv_gossip_timing {
+	uint32_t probe_interval_ms;    /* 50 .. 60000 */
+	uint32_t probe_timeout_ms;     /* 10 .. 60000, below probe_interval_ms */
+	uint32_t gossip_interval_ms;   /* 10 .. 60000 */
+	uint32_t suspicion_mult;       /* 1 .. 100 */
+	uint32_t pushpull_interval_ms; /* 0 (never) or 1000 .. 86400000 */
+	uint64_t reap_dead_ms;         /* 1000 .. 30 days */
+	uint64_t reap_left_ms;         /* 1000 .. 30 days */
+};
+
 /* A loaded configuration. Every pointer is owned by the struct and freed by
  * srv_config_free(); strings are NUL-terminated copies, never borrowed from argv, envp or the
  * file. Optional strings are NULL when not given. */
@@ -180,6 +204,8 @@ struct srv_config {
 	char *gossip_label;
 	struct srv_tag *gossip_tags; /* unique keys, in the order given */
 	size_t gossip_tags_n;
+	struct srv_gossip_timing gossip_timing;
+	bool gossip_store_members; /* the leader writes /cairn/members/ (default true) */
 
 	/* where the values came from */
 	char *config_file; /* the file read, or NULL */
@@ -209,6 +235,15 @@ struct srv_config {
 SRV_API int srv_config_load(struct srv_config *cfg, int argc, char *const argv[],
 			    char *const envp[], char *err, size_t err_len);
 
+/* `cairn agent`'s configuration: the same rules and checks, but only --name (required),
+ * --log-level, the --gossip-* flags and their CAIRN_* variables (other CAIRN_* variables,
+ * meant for a server on the same host, are ignored); no config file. --gossip-listen
+ * defaults to SRV_CONFIG_DEFAULT_AGENT_GOSSIP_LISTEN. The fields a server alone uses keep
+ * their defaults or stay NULL (data_dir, initial_cluster ...). HELP means print
+ * srv_config_agent_help(). */
+SRV_API int srv_config_load_agent(struct srv_config *cfg, int argc, char *const argv[],
+				  char *const envp[], char *err, size_t err_len);
+
 /* The checks etcd makes before a member with an empty data directory starts: its name appears
  * in --initial-cluster; with --initial-cluster-state new, its URLs there are exactly
  * --initial-advertise-peer-urls (compared as normalised text, without resolving names); no
@@ -220,6 +255,9 @@ SRV_API void srv_config_free(struct srv_config *cfg);
 
 /* `cairn --help`: static text, ends with a newline; never NULL. */
 SRV_API const char *srv_config_help(void);
+
+/* `cairn agent --help`: static text, ends with a newline; never NULL. */
+SRV_API const char *srv_config_agent_help(void);
 
 /* `cairn --version`: static text, "cairn Version: ...\nAPI version: ...\n"; never NULL. */
 SRV_API const char *srv_config_version(void);

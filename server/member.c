@@ -11,6 +11,7 @@
  * Requests were applied, serves ReadIndex reads and advances. */
 #include "member_int.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -24,6 +25,7 @@
 
 #include <openssl/evp.h>
 
+#include "gossip_store.h"
 #include "kvconv.h"
 #include "log.h"
 
@@ -317,6 +319,7 @@ static void on_tick(uv_timer_t *t)
 	cluster_housekeeping(m);
 	lease_tick(m);
 	http_tick(m);
+	gossip_store_tick(m);
 	if (m->n_waiters > 0 && (uv_now(m->loop) / m->heartbeat_ms) % 10 == 0)
 		expire_waiters(m);
 	member_kick(m);
@@ -333,15 +336,14 @@ static void on_campaign(uv_timer_t *t)
 	}
 }
 
-/* Connections to a peer are refused: if it is the leader, its process is
- * gone. Rather than waiting out the election timeout, this follower ends
- * the leader's lease (so it grants the others' votes) and campaigns after
- * a random delay of up to a fifth of the election timeout, so that the
- * followers, who all see the refusals, do not all campaign at once (pre-vote
- * keeps a wrong guess harmless). */
-static void on_peer_down(struct net_transport *t, uint64_t id)
+/* Member `id` is known gone (its connections are refused, or gossip found
+ * it dead or gone): if it is the leader, rather than waiting out the
+ * election timeout, this follower ends the leader's lease (so it grants the
+ * others' votes) and campaigns after a random delay of up to a fifth of the
+ * election timeout, so that the followers, who all see it, do not all
+ * campaign at once (pre-vote keeps a wrong guess harmless). */
+static void leader_down(struct srv_member *m, uint64_t id, const char *reason)
 {
-	struct srv_member *m = net_transport_data(t);
 	struct raft_status rs;
 	raft_status(m->raft, &rs);
 	if (m->stopping || rs.state == RAFT_LEADER || rs.leader != id || id == 0)
@@ -350,11 +352,54 @@ static void on_peer_down(struct net_transport *t, uint64_t id)
 	struct srv_log_line l;
 	srv_log_begin(&l, SRV_LOG_INFO, "leader-unreachable");
 	srv_log_hex(&l, "leader", id);
-	srv_log_str(&l, "reason", "connection refused");
+	srv_log_str(&l, "reason", reason);
 	srv_log_end(&l);
 	uint64_t spread = m->election_ms / 5 ? m->election_ms / 5 : 1;
 	uv_timer_start(&m->campaign, on_campaign, rng_next(&m->rng) % spread, 0);
 	member_kick(m);
+}
+
+static void on_peer_down(struct net_transport *t, uint64_t id)
+{
+	leader_down(net_transport_data(t), id, "connection refused");
+}
+
+/* A change of the gossip view: the leader records it (gossip_store.c); a
+ * member that gossip marks dead or left may be the Raft leader, found by
+ * its name in the member table. */
+static void on_gossip_event(void *data, const struct gossip_event *ev)
+{
+	struct srv_member *m = data;
+	const struct gossip_member *g = &ev->member;
+	if (m->stopping)
+		return;
+	gossip_store_event(m, ev);
+	if (ev->type != GOSSIP_EV_UPDATE || g->self || ev->prev_state == g->state ||
+	    (g->state != GOSSIP_DEAD && g->state != GOSSIP_LEFT))
+		return;
+	for (size_t i = 0; i < m->n_peers; i++)
+		if (m->peers[i].id != m->id && m->peers[i].name != NULL &&
+		    strcmp(m->peers[i].name, g->name) == 0) {
+			leader_down(m, m->peers[i].id, "gossip");
+			return;
+		}
+}
+
+/* The address this server gives gossip when it listens on 0.0.0.0 or ::
+ * (srv_gossip.h picks an interface otherwise): the host of its first
+ * advertised client URL, when that is a numeric IP. */
+static const char *gossip_advertise_host(const struct srv_config *cfg)
+{
+	uint8_t ip[16];
+	const char *l = cfg->gossip_listen.host;
+	const char *h = cfg->advertise_client_urls.n ? cfg->advertise_client_urls.v[0].host : NULL;
+	if (l == NULL || (strcmp(l, "0.0.0.0") != 0 && strcmp(l, "::") != 0))
+		return NULL; /* a specific address is advertised as it is */
+	if (h == NULL || (inet_pton(AF_INET, h, ip) != 1 && inet_pton(AF_INET6, h, ip) != 1))
+		return NULL;
+	if (strcmp(h, "0.0.0.0") == 0 || strcmp(h, "::") == 0)
+		return NULL;
+	return h;
 }
 
 static void on_peer_recv(struct net_transport *t, uint64_t from, enum net_channel ch,
@@ -408,6 +453,7 @@ static void member_free(struct srv_member *m)
 			etcdserverpb__range_request__free_unpacked(m->waiters[i].range, NULL);
 	free(m->waiters);
 	pipeline_free(m);
+	gossip_store_free(m);
 	watch_hub_free(m);
 	lease_free(m);
 	if (m->raft != NULL)
@@ -763,6 +809,20 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 		else
 			m->n_listeners++;
 	}
+	/* Gossip last: joining announces this member to the pool. */
+	if (rv == 0) {
+		struct srv_gossip_options go;
+		char gerr[1024] = "";
+		srv_gossip_options_from_config(&go, cfg);
+		m->gossip_store_members = cfg->gossip_store_members;
+		go.name = cfg->name;
+		go.advertise_host = gossip_advertise_host(cfg);
+		go.sighup = true;
+		go.on_event = on_gossip_event;
+		go.data = m;
+		if (srv_gossip_start(loop, &go, &m->gossip, gerr, sizeof gerr) != 0)
+			rv = fail(err, err_len, -1, "%s", gerr);
+	}
 	*out = m;
 	the_member = m;
 	if (rv != 0) {
@@ -813,10 +873,28 @@ static void on_worker_closed(void *data)
 	closed_one(data);
 }
 
+static void on_gossip_left(void *data)
+{
+	struct srv_member *m = data;
+	m->gossip_left = true;
+	member_stop_now(m);
+}
+
 void member_stop_now(struct srv_member *m)
 {
 	if (m->stopping)
 		return;
+	/* First leave the gossip pool (bounded by a few gossip intervals), so
+	 * the others record this member as left rather than dead. */
+	if (m->gossip != NULL && !m->gossip_left) {
+		if (!m->gossip_leaving) {
+			m->gossip_leaving = true;
+			if (m->handoff_on && !uv_is_closing((uv_handle_t *)&m->handoff))
+				uv_timer_stop(&m->handoff);
+			srv_gossip_leave(m->gossip, on_gossip_left, m);
+		}
+		return;
+	}
 	m->stopping = true;
 	if (m->handoff_on && !uv_is_closing((uv_handle_t *)&m->handoff)) {
 		uv_timer_stop(&m->handoff);
@@ -844,6 +922,11 @@ void member_stop_now(struct srv_member *m)
 	if (m->transport != NULL) {
 		m->closing++;
 		net_transport_close(m->transport, on_transport_closed);
+	}
+	if (m->gossip != NULL) {
+		m->closing++;
+		srv_gossip_stop(m->gossip, on_worker_closed, m);
+		m->gossip = NULL;
 	}
 	m->closing += pipeline_close(m, on_worker_closed);
 	m->closing += http_close_all(m, closed_one);
@@ -874,7 +957,7 @@ static void on_handoff_timeout(uv_timer_t *t)
  * two election timeouts. */
 void srv_member_stop(struct srv_member *m, void (*stopped)(void *data), void *data)
 {
-	if (m->stopping || m->handoff_on)
+	if (m->stopping || m->handoff_on || m->gossip_leaving)
 		return;
 	m->stopped = stopped;
 	m->stopped_data = data;

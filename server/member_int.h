@@ -25,6 +25,7 @@
 #include "peer.h"
 #include "raft.h"
 #include "raftwire.h"
+#include "srv_gossip.h"
 #include "tls_filter.h"
 #include "worker.h"
 
@@ -231,6 +232,13 @@ struct srv_member {
 	struct hconn *http_conns;
 	size_t n_http_conns;
 	void (*http_closed)(struct srv_member *m); /* set at stop: each closed connection */
+
+	/* srv_gossip.h: this server's gossip member, under its --name; gossip_store.c turns its
+	 * events into /cairn/members/. At stop it leaves the pool before anything else closes. */
+	struct srv_gossip *gossip;
+	struct gossip_store *gstore; /* gossip_store.c: the leader's reconciler, or NULL */
+	bool gossip_store_members;   /* --gossip-store-members */
+	bool gossip_leaving, gossip_left;
 };
 
 static inline uint64_t now_ms(struct srv_member *m)

@@ -103,6 +103,63 @@ static void hist(struct srv_text *o, const char *name, const char *help, struct 
 }
 
 /* /proc/self: CPU seconds, resident bytes, open descriptors. */
+/* The gossip view by state and the pool's traffic as this member sees it. */
+static void gossip_metrics(const struct srv_gossip *sg, struct srv_text *o)
+{
+	const struct gossip *g = srv_gossip_core(sg);
+	uint64_t by_state[GOSSIP_LEFT + 1] = { 0 };
+	struct gossip_member gm;
+	for (uint32_t i = 0; gossip_member_at(g, i, &gm); i++)
+		if (gm.state >= GOSSIP_ALIVE && gm.state <= GOSSIP_LEFT)
+			by_state[gm.state]++;
+	head(o, "cairn_gossip_members", "gauge", "Members of the gossip pool known here, by state.");
+	for (uint32_t st = GOSSIP_ALIVE; st <= GOSSIP_LEFT; st++)
+		srv_text_printf(o, "cairn_gossip_members{state=\"%s\"} %llu\n",
+				gossip_state_name(st), (unsigned long long)by_state[st]);
+	struct gossip_stats gs;
+	gossip_stats(g, &gs);
+	struct net_gossip_stats ns;
+	srv_gossip_net_stats(sg, &ns);
+	gauge(o, "cairn_gossip_health",
+	      "Lifeguard's local health multiplier: 0 is healthy, higher slows probing.",
+	      (double)gs.health);
+	gauge(o, "cairn_gossip_queue", "Gossip broadcasts waiting to be sent.",
+	      (double)gs.queue_len);
+	head(o, "cairn_gossip_packets_total", "counter", "Gossip datagrams, by direction.");
+	srv_text_printf(o, "cairn_gossip_packets_total{direction=\"in\"} %llu\n",
+			(unsigned long long)ns.packets_in);
+	srv_text_printf(o, "cairn_gossip_packets_total{direction=\"out\"} %llu\n",
+			(unsigned long long)ns.packets_out);
+	head(o, "cairn_gossip_bytes_total", "counter", "Gossip datagram bytes, by direction.");
+	srv_text_printf(o, "cairn_gossip_bytes_total{direction=\"in\"} %llu\n",
+			(unsigned long long)ns.bytes_in);
+	srv_text_printf(o, "cairn_gossip_bytes_total{direction=\"out\"} %llu\n",
+			(unsigned long long)ns.bytes_out);
+	const struct {
+		const char *reason;
+		uint64_t n;
+	} drops[] = {
+		{ "short", ns.dropped_short },     { "flags", ns.dropped_flags },
+		{ "label", ns.dropped_label },     { "plain", ns.dropped_plain },
+		{ "crc", ns.dropped_crc },         { "decrypt", ns.dropped_decrypt },
+		{ "oversize", ns.dropped_oversize }, { "malformed", gs.malformed },
+		{ "queue", gs.queue_dropped },
+	};
+	head(o, "cairn_gossip_dropped_total", "counter",
+	     "Gossip packets or broadcasts dropped, by reason.");
+	for (size_t i = 0; i < sizeof drops / sizeof drops[0]; i++)
+		srv_text_printf(o, "cairn_gossip_dropped_total{reason=\"%s\"} %llu\n",
+				drops[i].reason, (unsigned long long)drops[i].n);
+	counter(o, "cairn_gossip_probes_failed_total",
+		"Probes that got no ack, directly or through others.", (double)gs.probes_failed);
+	counter(o, "cairn_gossip_suspicions_total", "Members this member began to suspect.",
+		(double)gs.suspicions);
+	counter(o, "cairn_gossip_refutations_total", "Times this member refuted a suspicion of itself.",
+		(double)gs.refutations);
+	counter(o, "cairn_gossip_pushpulls_total", "Full-state exchanges merged.",
+		(double)gs.pushpulls);
+}
+
 static void process_metrics(struct srv_member *m, struct srv_text *o)
 {
 	FILE *f = fopen("/proc/self/stat", "r");
@@ -220,5 +277,7 @@ void srv_metrics_render(struct srv_member *m, struct srv_text *o)
 	for (int c = 1; c <= 5; c++)
 		srv_text_printf(o, "cairn_http_requests_total{code=\"%dxx\"} %llu\n", c,
 				(unsigned long long)mt->http_requests[c]);
+	if (m->gossip != NULL)
+		gossip_metrics(m->gossip, o);
 	process_metrics(m, o);
 }

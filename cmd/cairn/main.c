@@ -1,6 +1,7 @@
 /* main.c: the cairn daemon. Loads the configuration (server/config.h), runs one member
  * (server/member.h) on a libuv loop, and stops it gracefully on SIGTERM or SIGINT.
  * `cairn snapshot status|restore` (snapshot.c) works on snapshot files without a member.
+ * `cairn agent` and `cairn gossip-keygen` (agent.c) run gossip alone for node agents.
  *
  * Exit status, as etcd's: 0 after --help, --version or a graceful stop; 2 for a command line
  * mistake; 1 for a configuration that cannot run or a member that fails to start. A second
@@ -17,6 +18,7 @@
 
 #include <uv.h>
 
+#include "agent.h"
 #include "config.h"
 #include "log.h"
 #include "member.h"
@@ -220,9 +222,10 @@ int main(int argc, char **argv)
 		return cairn_snapshot_main(argc - 2, argv + 2);
 	}
 	if (argc >= 2 && strcmp(argv[1], "agent") == 0) {
-		fprintf(stderr, "cairn agent: the gossip agent is not available in this build\n"
-				"Run `cairn --help` for the server's flags.\n");
-		return 2;
+		return cairn_agent_main(argc - 1, argv + 1);
+	}
+	if (argc >= 2 && strcmp(argv[1], "gossip-keygen") == 0) {
+		return cairn_gossip_keygen_main(argc - 1, argv + 1);
 	}
 
 	struct srv_config cfg;

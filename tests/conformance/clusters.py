@@ -1,7 +1,9 @@
 """clusters.py: three-member clusters of etcd 3.4 or Cairn on 127.0.0.1, for the conformance tests.
 
-Both flavours take the same flags (Cairn adds --gossip-listen, so members on one host do not share
-its port). Ports are picked at random in 20000-32767, below Linux's ephemeral range, and checked
+Both flavours take the same flags. Cairn adds --gossip-listen, so members on one host do not share
+its port, --gossip-join, so they form one gossip pool, and --gossip-store-members=false, so the
+leader does not write /cairn/members/ keys that etcd has not got: the transcripts compare
+revisions. Ports are picked at random in 20000-32767, below Linux's ephemeral range, and checked
 free by binding them, as tests/integration/lib.sh does. Every process is started with
 PR_SET_PDEATHSIG (SIGKILL), so it dies with the harness even when the harness is killed itself;
 stop() and the atexit/signal handlers kill what is left by pid. Every wait is bounded.
@@ -124,7 +126,11 @@ class Cluster:
              "--initial-cluster", self.initial, "--initial-cluster-state", "new",
              "--initial-cluster-token", self.token]
         if self.flavour == "cairn":
-            a += ["--gossip-listen", "127.0.0.1:%d" % self.gport[m]]
+            # One gossip pool: each member joins through the others.
+            join = ",".join("127.0.0.1:%d" % self.gport[o] for o in self.names if o != m)
+            a += ["--gossip-listen", "127.0.0.1:%d" % self.gport[m], "--gossip-store-members=false"]
+            if join:
+                a += ["--gossip-join", join]
         return a
 
     def start_member(self, m):

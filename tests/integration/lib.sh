@@ -171,9 +171,21 @@ it_member_args() {
 		--listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c"
 		--listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p")
 	if [[ $IT_FLAVOUR == cairn ]]; then
-		# Gossip is off the tests' path, but members on one host must not share its port.
+		# Every member gossips (7946 by default): members on one host need their own port.
 		IT_ARGS+=(--gossip-listen "127.0.0.1:$g")
 	fi
+}
+
+# it_gossip_join <own gossip port> <gossip port...>: appends --gossip-join with every other port
+# on 127.0.0.1 to IT_ARGS (Cairn only), so that members started together form one gossip pool.
+it_gossip_join() {
+	[[ $IT_FLAVOUR == cairn ]] || return 0
+	local self=$1 p j=""
+	shift
+	for p in "$@"; do
+		[[ $p == "$self" ]] || j+="${j:+,}127.0.0.1:$p"
+	done
+	[[ -z $j ]] || IT_ARGS+=(--gossip-join "$j")
 }
 
 # it_start <name> <args...>: starts the server with args, output appended to $IT_TMP/<name>.log.
@@ -456,11 +468,17 @@ it_cluster_init() {
 	done
 }
 
-# it_cluster_args <name> [extra flags]: IT_ARGS of that member of the it_cluster_init cluster.
+# it_cluster_args <name> [extra flags]: IT_ARGS of that member of the it_cluster_init cluster,
+# which joins the gossip pool through the others (an extra --gossip-join replaces that).
 it_cluster_args() {
-	local name=$1
+	local name=$1 other
+	local -a gports=()
 	shift
 	it_member_args "$name" "${IT_CPORT[$name]}" "${IT_PPORT[$name]}" "${IT_GPORT[$name]}"
+	for other in "${IT_NAMES[@]}"; do
+		gports+=("${IT_GPORT[$other]}")
+	done
+	it_gossip_join "${IT_GPORT[$name]}" "${gports[@]}"
 	IT_ARGS+=(--initial-cluster "$IT_CLUSTER" --initial-cluster-state new
 		--initial-cluster-token "$IT_TOKEN" "$@")
 }

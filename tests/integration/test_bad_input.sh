@@ -225,6 +225,7 @@ for i in 0 1 2; do
 done
 for i in 0 1 2; do
 	it_member_args "${NAMES[i]}" "${P[i]}" "${P[3 + i]}" "${P[6 + i]}"
+	it_gossip_join "${P[6 + i]}" "${P[6]}" "${P[7]}" "${P[8]}"
 	IT_ARGS+=(--initial-cluster "$cluster" --initial-cluster-state new
 		--initial-cluster-token "it-bad-input-$$" --max-request-bytes "$MAX_REQ")
 	it_start "${NAMES[i]}" "${IT_ARGS[@]}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_cli.sh: the command line. --help and --version exit 0 with their texts on stdout; an
 # unknown flag or a malformed value exits 2 with etcd's message; a configuration that cannot
-# run exits 1; `cairn agent` is refused with exit 2; a second process on a running member's
+# run exits 1; `cairn agent` and `cairn gossip-keygen` answer the same way (the agent's
+# refusals, its help, a bad key file, a new key); a second process on a running member's
 # --data-dir fails with a message about the lock while the first keeps serving.
 source "$(dirname "$0")/lib.sh"
 
@@ -70,11 +71,25 @@ it_expect_eq "$RC" 1 "exit status for a name missing from --initial-cluster"
 it_expect_match "$(cat "$ERR")" 'find local name .{0,2}a.{0,2} in the initial cluster' \
 	"message for a name missing from --initial-cluster"
 
-# --- cairn agent: reserved, refused ---
+# --- cairn agent and cairn gossip-keygen (a running agent: test_gossip.sh) ---
 if [[ $IT_FLAVOUR == cairn ]]; then
-	run agent --name x
-	it_expect_eq "$RC" 2 "exit status of cairn agent"
-	it_expect_match "$(cat "$ERR")" 'not available in this build' "message of cairn agent"
+	run agent
+	it_expect_eq "$RC" 2 "exit status of cairn agent without --name"
+	it_expect_match "$(cat "$ERR")" '^cairn agent: --name is required' "cairn agent without --name"
+	run agent --name x --data-dir "$IT_TMP/x"
+	it_expect_eq "$RC" 2 "exit status of cairn agent with a server's flag"
+	it_expect_match "$(cat "$ERR")" 'flag provided but not defined: -data-dir' \
+		"cairn agent with a server's flag"
+	run agent --help
+	it_expect_eq "$RC" 0 "exit status of cairn agent --help"
+	it_expect_match "$(cat "$OUT")" 'cairn agent --name NAME' "cairn agent --help"
+	run agent --name x --gossip-key-file "$IT_TMP/none.key"
+	it_expect_eq "$RC" 1 "exit status of cairn agent with a missing key file"
+	it_expect_match "$(cat "$ERR")" 'gossip key file .*none.key: No such file' \
+		"cairn agent with a missing key file"
+	run gossip-keygen
+	it_expect_eq "$RC" 0 "exit status of cairn gossip-keygen"
+	it_expect_match "$(cat "$OUT")" '^[A-Za-z0-9+/]{43}=$' "cairn gossip-keygen"
 else
 	it_skip_note "cairn agent"
 fi

@@ -23,6 +23,7 @@ for i in 0 1 2; do
 	if [[ $IT_FLAVOUR == cairn ]]; then
 		IT_ARGS+=(--gossip-listen "127.0.0.1:${P[6 + i]}")
 	fi
+	it_gossip_join "${P[6 + i]}" "${P[6]}" "${P[7]}" "${P[8]}"
 	it_start "$n" "${IT_ARGS[@]}"
 done
 for n in "${NAMES[@]}"; do

@@ -19,6 +19,7 @@ args() { # <name> <initial-cluster> <state>
 	local n=$1 i
 	for i in "${!names[@]}"; do [[ ${names[i]} == "$n" ]] && break; done
 	it_member_args "$n" "${P[3 * i]}" "${P[3 * i + 1]}" "${P[3 * i + 2]}"
+	it_gossip_join "${GOS[$n]}" "${GOS[m1]}" "${GOS[m2]}" "${GOS[m3]}"
 	IT_ARGS+=(--initial-cluster "$2" --initial-cluster-state "$3"
 		--initial-cluster-token "it-membership-$$")
 }

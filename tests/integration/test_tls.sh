@@ -143,6 +143,7 @@ tls_args() {
 	if [[ $IT_FLAVOUR == cairn ]]; then
 		IT_ARGS+=(--gossip-listen "127.0.0.1:${P[6 + i]}")
 	fi
+	it_gossip_join "${P[6 + i]}" "${P[6]}" "${P[7]}" "${P[8]}"
 }
 for i in 0 1 2; do
 	tls_args "$i" "${NAMES[i]}-peer"
@@ -412,6 +413,7 @@ IT_ARGS=(--name m4 --data-dir "$IT_TMP/m4.data"
 if [[ $IT_FLAVOUR == cairn ]]; then
 	IT_ARGS+=(--gossip-listen "127.0.0.1:${P[11]}")
 fi
+it_gossip_join "${P[11]}" "${P[6]}" "${P[7]}" "${P[8]}"
 it_start m4 "${IT_ARGS[@]}"
 deadline=$((SECONDS + 20))
 until [[ $(it_get "$c4" tls/after-plain --consistency=s 2>/dev/null) == ok ]]; do

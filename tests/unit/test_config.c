@@ -989,6 +989,224 @@ static void test_help_and_version(void **state)
 	assert_string_equal(srv_config_version(), "cairn Version: 0.1.0\nAPI version: 3.4\n");
 }
 
+/* ---- gossip timings, the derived gossip address, `cairn agent` ---- */
+
+static void test_gossip_timings(void **state)
+{
+	(void)state;
+	struct srv_config c;
+	assert_int_equal(load(&c, NOARGS, NOENV), 0);
+	assert_int_equal(c.gossip_timing.probe_interval_ms, 1000);
+	assert_int_equal(c.gossip_timing.probe_timeout_ms, 500);
+	assert_int_equal(c.gossip_timing.gossip_interval_ms, 200);
+	assert_int_equal(c.gossip_timing.suspicion_mult, 4);
+	assert_int_equal(c.gossip_timing.pushpull_interval_ms, 30000);
+	assert_int_equal(c.gossip_timing.reap_dead_ms, 86400000ull);
+	assert_int_equal(c.gossip_timing.reap_left_ms, 3600000ull);
+	srv_config_free(&c);
+
+	assert_int_equal(load(&c,
+			      ARGV("--gossip-probe-interval", "2000", "--gossip-probe-timeout=300",
+				   "--gossip-interval", "100", "--gossip-suspicion-mult=6",
+				   "--gossip-pushpull-interval=0", "--gossip-reap-dead", "60000",
+				   "--gossip-reap-left=5000"),
+			      ENV("CAIRN_GOSSIP_INTERVAL=50")),
+			 0);
+	assert_int_equal(c.gossip_timing.probe_interval_ms, 2000);
+	assert_int_equal(c.gossip_timing.probe_timeout_ms, 300);
+	assert_int_equal(c.gossip_timing.gossip_interval_ms, 100); /* the flag wins */
+	assert_int_equal(c.gossip_timing.suspicion_mult, 6);
+	assert_int_equal(c.gossip_timing.pushpull_interval_ms, 0);
+	assert_int_equal(c.gossip_timing.reap_dead_ms, 60000);
+	assert_int_equal(c.gossip_timing.reap_left_ms, 5000);
+	assert_true(has_warning(&c, "recognized environment variable CAIRN_GOSSIP_INTERVAL, but "
+				    "unused: shadowed by corresponding flag"));
+	srv_config_free(&c);
+
+	const char *path = write_file("timings.yml", "gossip-probe-interval: 700\n"
+						     "gossip-probe-timeout: 200\n"
+						     "gossip-reap-left: 10000\n");
+	char *argv[] = { "cairn", "--config-file", (char *)path, NULL };
+	assert_int_equal(load(&c, argv, NOENV), 0);
+	assert_int_equal(c.gossip_timing.probe_interval_ms, 700);
+	assert_int_equal(c.gossip_timing.probe_timeout_ms, 200);
+	assert_int_equal(c.gossip_timing.reap_left_ms, 10000);
+	assert_int_equal(c.gossip_timing.gossip_interval_ms, 200);
+	srv_config_free(&c);
+
+	const int U = SRV_CONFIG_EUSAGE;
+	const int I = SRV_CONFIG_EINVALID;
+	expect_error(ARGV("--gossip-probe-interval=10"), NOENV, U,
+		     "invalid value \"10\" for flag --gossip-probe-interval: must be from 50 to "
+		     "60000");
+	expect_error(
+		ARGV("--gossip-probe-timeout=5"), NOENV, U,
+		"invalid value \"5\" for flag --gossip-probe-timeout: must be from 10 to 60000");
+	expect_error(
+		ARGV("--gossip-interval=60001"), NOENV, U,
+		"invalid value \"60001\" for flag --gossip-interval: must be from 10 to 60000");
+	expect_error(ARGV("--gossip-suspicion-mult=0"), NOENV, U,
+		     "invalid value \"0\" for flag --gossip-suspicion-mult: must be from 1 to 100");
+	expect_error(ARGV("--gossip-reap-dead=999"), NOENV, U,
+		     "invalid value \"999\" for flag --gossip-reap-dead: must be from 1000 to "
+		     "2592000000");
+	expect_error(ARGV("--gossip-reap-left=1s"), NOENV, U,
+		     "invalid value \"1s\" for flag --gossip-reap-left: expected an unsigned "
+		     "decimal integer");
+	expect_error(ARGV("--gossip-probe-timeout=1000"), NOENV, I,
+		     "--gossip-probe-timeout[1000ms] must be less than "
+		     "--gossip-probe-interval[1000ms]");
+	expect_error(ARGV("--gossip-pushpull-interval=500"), NOENV, I,
+		     "--gossip-pushpull-interval[500ms] must be 0 (never) or at least 1000ms");
+	expect_error(
+		NOARGS, ENV("CAIRN_GOSSIP_SUSPICION_MULT=101"), I,
+		"invalid value \"101\" for CAIRN_GOSSIP_SUSPICION_MULT: must be from 1 to 100");
+}
+
+static void test_gossip_listen_derived(void **state)
+{
+	(void)state;
+	struct srv_config c;
+	/* Port 7946 on the client host, unless --gossip-listen is given. */
+	assert_int_equal(load(&c,
+			      ARGV("--listen-client-urls", "http://10.0.0.5:2379",
+				   "--advertise-client-urls", "http://10.0.0.5:2379"),
+			      NOENV),
+			 0);
+	assert_string_equal(c.gossip_listen.text, "10.0.0.5:7946");
+	assert_string_equal(c.gossip_listen.host, "10.0.0.5");
+	assert_int_equal(c.gossip_listen.port, 7946);
+	srv_config_free(&c);
+	assert_int_equal(load(&c,
+			      ARGV("--listen-client-urls", "http://[::1]:2379",
+				   "--advertise-client-urls", "http://[::1]:2379"),
+			      NOENV),
+			 0);
+	assert_string_equal(c.gossip_listen.text, "[::1]:7946");
+	assert_string_equal(c.gossip_listen.host, "::1");
+	srv_config_free(&c);
+	assert_int_equal(
+		load(&c,
+		     ARGV("--listen-client-urls", "http://10.0.0.5:2379", "--advertise-client-urls",
+			  "http://10.0.0.5:2379", "--gossip-listen", "127.0.0.1:8000"),
+		     NOENV),
+		0);
+	assert_string_equal(c.gossip_listen.text, "127.0.0.1:8000");
+	srv_config_free(&c);
+	assert_int_equal(load(&c, NOARGS,
+			      ENV("CAIRN_LISTEN_CLIENT_URLS=http://10.0.0.6:2379",
+				  "CAIRN_ADVERTISE_CLIENT_URLS=http://10.0.0.6:2379",
+				  "CAIRN_GOSSIP_LISTEN=10.0.0.6:9000")),
+			 0);
+	assert_string_equal(c.gossip_listen.text, "10.0.0.6:9000");
+	srv_config_free(&c);
+}
+
+static int load_agent(struct srv_config *c, char *const argv[], char *const envp[])
+{
+	int argc = 0;
+	while (argv[argc] != NULL) {
+		argc++;
+	}
+	return srv_config_load_agent(c, argc, argv, envp, g_err, sizeof g_err);
+}
+
+static void test_agent(void **state)
+{
+	(void)state;
+	struct srv_config c;
+	assert_int_equal(load_agent(&c, ARGV("--name", "node-1"),
+				    ENV("CAIRN_DATA_DIR=/srv", "CAIRN_GOSSIP_JOIN=10.0.0.1:7946",
+					"CAIRN_GOSSIP_TAG=role=worker")),
+			 0);
+	assert_int_equal(c.action, SRV_CONFIG_RUN);
+	assert_string_equal(c.name, "node-1");
+	assert_string_equal(c.gossip_listen.text, "0.0.0.0:7946");
+	assert_int_equal(c.gossip_join_n, 1);
+	assert_string_equal(c.gossip_join[0].text, "10.0.0.1:7946");
+	assert_int_equal(c.gossip_tags_n, 1);
+	assert_string_equal(c.gossip_tags[0].value, "worker");
+	assert_null(c.data_dir); /* a server's variable: not the agent's business */
+	assert_int_equal(c.warnings_n, 0);
+	assert_int_equal(c.gossip_timing.probe_interval_ms, 1000);
+	srv_config_free(&c);
+
+	assert_int_equal(load_agent(&c,
+				    ARGV("--name=a", "--gossip-listen", "127.0.0.1:7000",
+					 "--gossip-tag", "rack=r1", "--gossip-tag", "zone=z",
+					 "--gossip-probe-interval", "500", "--gossip-probe-timeout",
+					 "100", "--log-level", "debug", "--gossip-label", "blue"),
+				    NOENV),
+			 0);
+	assert_string_equal(c.gossip_listen.text, "127.0.0.1:7000");
+	assert_int_equal(c.gossip_tags_n, 2);
+	assert_int_equal(c.gossip_timing.probe_interval_ms, 500);
+	assert_int_equal(c.log_level, SRV_LOG_DEBUG);
+	assert_string_equal(c.gossip_label, "blue");
+	srv_config_free(&c);
+
+	assert_int_equal(load_agent(&c, ARGV("--help"), NOENV), 0);
+	assert_int_equal(c.action, SRV_CONFIG_HELP);
+	srv_config_free(&c);
+
+	struct {
+		char *const *argv;
+		char *const *envp;
+		int rc;
+		const char *msg;
+	} bad[] = {
+		{ NOARGS, NOENV, SRV_CONFIG_EUSAGE, "--name is required" },
+		{ ARGV("--name", "a", "--data-dir", "/x"), NOENV, SRV_CONFIG_EUSAGE,
+		  "flag provided but not defined: -data-dir" },
+		{ ARGV("--name", "a", "--config-file", "/x.yml"), NOENV, SRV_CONFIG_EUSAGE,
+		  "flag provided but not defined: -config-file" },
+		{ ARGV("--name", "a", "--gossip-probe-timeout", "2000"), NOENV, SRV_CONFIG_EINVALID,
+		  "--gossip-probe-timeout[2000ms] must be less than --gossip-probe-interval[1000ms]" },
+		{ ARGV("--gossip-join", "x"), ENV("CAIRN_NAME=a"), SRV_CONFIG_EUSAGE,
+		  "invalid value \"x\" for flag --gossip-join: address does not have the form "
+		  "\"host:port\": x" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		int got = load_agent(&c, bad[i].argv, bad[i].envp);
+		if (got != bad[i].rc || strcmp(g_err, bad[i].msg) != 0) {
+			fail_msg("case %zu: got %d \"%s\"\nwant %d \"%s\"", i, got, g_err,
+				 bad[i].rc, bad[i].msg);
+		}
+		assert_null(c.name);
+		srv_config_free(&c);
+	}
+
+	const char *help = srv_config_agent_help();
+	static const char *const flags[] = {
+		"cairn agent --name NAME",
+		"cairn gossip-keygen",
+		"--name ''",
+		"--log-level 'info'",
+		"--gossip-listen '0.0.0.0:7946'",
+		"--gossip-join ''",
+		"--gossip-key-file ''",
+		"--gossip-label ''",
+		"--gossip-tag ''",
+		"--gossip-probe-interval '1000'",
+		"--gossip-probe-timeout '500'",
+		"--gossip-interval '200'",
+		"--gossip-suspicion-mult '4'",
+		"--gossip-pushpull-interval '30000'",
+		"--gossip-reap-dead '86400000'",
+		"--gossip-reap-left '3600000'",
+		"SIGHUP",
+	};
+	for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+		if (strstr(help, flags[i]) == NULL) {
+			fail_msg("the agent's help text lacks \"%s\"", flags[i]);
+		}
+	}
+	assert_null(strstr(help, "--data-dir"));
+	/* the server's help shows the timings too */
+	assert_non_null(strstr(srv_config_help(), "--gossip-probe-interval '1000'"));
+	assert_non_null(strstr(srv_config_help(), "--gossip-reap-left '3600000'"));
+}
+
 static void test_strerror(void **state)
 {
 	(void)state;
@@ -1025,6 +1243,9 @@ int main(void)
 		cmocka_unit_test(test_validation_messages),
 		cmocka_unit_test(test_verify_bootstrap),
 		cmocka_unit_test(test_help_and_version),
+		cmocka_unit_test(test_gossip_timings),
+		cmocka_unit_test(test_gossip_listen_derived),
+		cmocka_unit_test(test_agent),
 		cmocka_unit_test(test_strerror),
 	};
 	return cmocka_run_group_tests_name("config", tests, group_setup, group_teardown);

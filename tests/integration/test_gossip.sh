@@ -301,6 +301,18 @@ assert x["address"] == "127.0.0.1:" + sys.argv[2], x
 assert x["tags"] == {"role": "worker"}, x
 assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", x["since"]), x
 ' "$VIEW" "${GPORT[a1]}" || it_fail "the value of a1: $(view)"
+# /metrics: the gossip view by state as a server sees it (bounded wait: m1's view may lag the
+# leader's by a gossip round)
+want="cairn_gossip_members{state=\"alive\"} $((N_AGENTS + 3))"
+ok=0
+for _ in $(seq 1 50); do
+	if curl -sS --max-time 5 "${IT_EP[m1]}/metrics" | grep -qxF "$want"; then
+		ok=1
+		break
+	fi
+	sleep 0.2
+done
+[ "$ok" = 1 ] || it_fail "/metrics on m1 has no line '$want'"
 
 killed=a5 left=a6
 kill_wall=$EPOCHREALTIME

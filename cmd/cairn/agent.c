@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "daemon.h"
 #include "gossip_seal.h"
 #include "log.h"
 #include "srv_gossip.h"
@@ -29,104 +30,30 @@ extern char **environ;
 #define STOP_TIMEOUT_MS 10000u
 #define ERR_LEN 1024
 
-struct agent {
-	uv_loop_t loop;
-	uv_signal_t sigterm, sigint;
-	uv_timer_t stop_timer;
-	struct srv_gossip *sg;
-	bool stopping, stop_timer_on;
-};
-
-static void on_stop_timeout(uv_timer_t *t)
-{
-	(void)t;
-	struct srv_log_line l;
-	srv_log_begin(&l, SRV_LOG_ERROR, "stop-timeout");
-	srv_log_u64(&l, "after-ms", STOP_TIMEOUT_MS);
-	srv_log_end(&l);
-	_exit(128 + SIGTERM);
-}
-
 static void on_stopped(void *data)
 {
-	struct agent *a = data;
-	a->sg = NULL;
+	struct cairn_daemon *d = data;
+	*(struct srv_gossip **)d->data = NULL;
 	srv_log(SRV_LOG_INFO, "stopped", NULL);
-	uv_close((uv_handle_t *)&a->sigterm, NULL);
-	uv_close((uv_handle_t *)&a->sigint, NULL);
-	if (a->stop_timer_on) {
-		uv_close((uv_handle_t *)&a->stop_timer, NULL);
-	}
+	cairn_daemon_stopped(d);
 }
 
 static void on_left(void *data)
 {
-	struct agent *a = data;
-	srv_gossip_stop(a->sg, on_stopped, a);
+	struct cairn_daemon *d = data;
+	srv_gossip_stop(*(struct srv_gossip **)d->data, on_stopped, d);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+static void leave(struct cairn_daemon *d)
 {
-	struct agent *a = h->data;
-	const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
-	if (a->stopping) {
-		srv_log(SRV_LOG_WARN, "exit-now", "signal", name, "detail",
-			"second signal during the graceful leave", NULL);
-		_exit(128 + signum);
-	}
-	a->stopping = true;
-	srv_log(SRV_LOG_INFO, "stopping", "signal", name, NULL);
-	if (uv_timer_init(&a->loop, &a->stop_timer) == 0) {
-		a->stop_timer_on = true;
-		uv_timer_start(&a->stop_timer, on_stop_timeout, STOP_TIMEOUT_MS, 0);
-		uv_unref((uv_handle_t *)&a->stop_timer);
-	}
-	srv_gossip_leave(a->sg, on_left, a);
-}
-
-static int watch_signal(struct agent *a, uv_signal_t *h, int signum)
-{
-	int rv = uv_signal_init(&a->loop, h);
-	if (rv != 0) {
-		return rv;
-	}
-	h->data = a;
-	rv = uv_signal_start(h, on_signal, signum);
-	uv_unref((uv_handle_t *)h); /* the gossip's handles keep the loop running */
-	return rv;
-}
-
-static void close_handle(uv_handle_t *h, void *arg)
-{
-	(void)arg;
-	if (!uv_is_closing(h)) {
-		uv_close(h, NULL);
-	}
-}
-
-/* Closes what is left on the loop, bounded, then the loop. */
-static void loop_finish(uv_loop_t *loop)
-{
-	uv_walk(loop, close_handle, NULL);
-	for (int i = 0; i < 100 && uv_loop_alive(loop); i++) {
-		uv_run(loop, UV_RUN_NOWAIT);
-	}
-	(void)uv_loop_close(loop);
+	srv_gossip_leave(*(struct srv_gossip **)d->data, on_left, d);
 }
 
 static int run(const struct srv_config *cfg)
 {
-	struct agent a;
-	memset(&a, 0, sizeof a);
-	int rv = uv_loop_init(&a.loop);
-	if (rv != 0) {
-		srv_log(SRV_LOG_ERROR, "start-failed", "error", uv_strerror(rv), NULL);
-		return 1;
-	}
-	if ((rv = watch_signal(&a, &a.sigterm, SIGTERM)) != 0 ||
-	    (rv = watch_signal(&a, &a.sigint, SIGINT)) != 0) {
-		srv_log(SRV_LOG_ERROR, "start-failed", "error", uv_strerror(rv), NULL);
-		loop_finish(&a.loop);
+	struct srv_gossip *sg = NULL;
+	struct cairn_daemon d;
+	if (cairn_daemon_init(&d, "graceful leave", STOP_TIMEOUT_MS, leave, &sg) != 0) {
 		return 1;
 	}
 	struct srv_gossip_options o;
@@ -134,20 +61,20 @@ static int run(const struct srv_config *cfg)
 	o.name = cfg->name;
 	o.sighup = true;
 	char err[ERR_LEN] = "";
-	if (srv_gossip_start(&a.loop, &o, &a.sg, err, sizeof err) != 0) {
+	if (srv_gossip_start(&d.loop, &o, &sg, err, sizeof err) != 0) {
 		srv_log(SRV_LOG_ERROR, "start-failed", "error", err[0] ? err : "unknown error",
 			NULL);
-		loop_finish(&a.loop);
+		cairn_daemon_finish(&d);
 		return 1;
 	}
-	uv_run(&a.loop, UV_RUN_DEFAULT);
+	uv_run(&d.loop, UV_RUN_DEFAULT);
 	int status = 0;
-	if (a.sg != NULL) {
+	if (sg != NULL) {
 		srv_log(SRV_LOG_ERROR, "loop-ended", "detail", "gossip stopped without a signal",
 			NULL);
 		status = 1;
 	}
-	loop_finish(&a.loop);
+	cairn_daemon_finish(&d);
 	return status;
 }
 

@@ -20,6 +20,7 @@
 
 #include "agent.h"
 #include "config.h"
+#include "daemon.h"
 #include "log.h"
 #include "member.h"
 #include "snapshot.h"
@@ -31,15 +32,6 @@ extern char **environ; /* POSIX: declared by no header without _GNU_SOURCE */
 #define STOP_TIMEOUT_MS 60000u
 #define ERR_LEN 1024
 
-struct daemon {
-	uv_loop_t loop;
-	uv_signal_t sigterm;
-	uv_signal_t sigint;
-	uv_timer_t stop_timer;
-	struct srv_member *member;
-	bool stopping;
-	bool stop_timer_on;
-};
 
 /* Whether data_dir holds no member yet: etcd's test (wal.Exist), no *.wal file in
  * <data-dir>/wal (server/logstore.h, LAYOUT). A directory that cannot be read counts as
@@ -96,119 +88,44 @@ static void log_start(const struct srv_config *cfg, bool fresh)
 	srv_log_end(&l);
 }
 
-static void close_handle(uv_handle_t *h, void *arg)
-{
-	(void)arg;
-	if (!uv_is_closing(h)) {
-		uv_close(h, NULL);
-	}
-}
-
-/* Closes what is left on the loop and frees it; bounded, so a handle that never finishes
- * closing cannot hold the exit. */
-static void loop_finish(uv_loop_t *loop)
-{
-	uv_walk(loop, close_handle, NULL);
-	for (int i = 0; i < 100 && uv_loop_alive(loop); i++) {
-		uv_run(loop, UV_RUN_NOWAIT);
-	}
-	if (uv_loop_close(loop) != 0) {
-		srv_log(SRV_LOG_WARN, "loop-busy", "detail", "handles still open at exit", NULL);
-	}
-}
-
 static void on_stopped(void *data)
 {
-	struct daemon *d = data;
-	d->member = NULL; /* freed by the member once this returns */
+	struct cairn_daemon *d = data;
+	*(struct srv_member **)d->data = NULL; /* freed by the member once this returns */
 	srv_log(SRV_LOG_INFO, "stopped", NULL);
-	uv_close((uv_handle_t *)&d->sigterm, NULL);
-	uv_close((uv_handle_t *)&d->sigint, NULL);
-	if (d->stop_timer_on) {
-		uv_close((uv_handle_t *)&d->stop_timer, NULL);
-	}
-	uv_stop(&d->loop);
+	cairn_daemon_stopped(d);
 }
 
-static void on_stop_timeout(uv_timer_t *t)
+static void stop_member(struct cairn_daemon *d)
 {
-	(void)t;
-	struct srv_log_line l;
-	srv_log_begin(&l, SRV_LOG_ERROR, "stop-timeout");
-	srv_log_u64(&l, "after-ms", STOP_TIMEOUT_MS);
-	srv_log_end(&l);
-	_exit(128 + SIGTERM);
-}
-
-static void on_signal(uv_signal_t *h, int signum)
-{
-	struct daemon *d = h->data;
-	const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
-	if (d->stopping) {
-		srv_log(SRV_LOG_WARN, "exit-now", "signal", name, "detail",
-			"second signal during the graceful stop", NULL);
-		_exit(128 + signum);
-	}
-	d->stopping = true;
-	srv_log(SRV_LOG_INFO, "stopping", "signal", name, NULL);
-	if (uv_timer_init(&d->loop, &d->stop_timer) == 0) {
-		d->stop_timer_on = true;
-		uv_timer_start(&d->stop_timer, on_stop_timeout, STOP_TIMEOUT_MS, 0);
-		uv_unref((uv_handle_t *)&d->stop_timer);
-	}
-	srv_member_stop(d->member, on_stopped, d);
-}
-
-static int watch_signal(struct daemon *d, uv_signal_t *h, int signum)
-{
-	int rv = uv_signal_init(&d->loop, h);
-	if (rv != 0) {
-		return rv;
-	}
-	h->data = d;
-	rv = uv_signal_start(h, on_signal, signum);
-	/* Unreferenced: the member's handles keep the loop running, so a member that closes
-	 * everything by itself ends the loop instead of leaving a process that only waits. */
-	uv_unref((uv_handle_t *)h);
-	return rv;
+	srv_member_stop(*(struct srv_member **)d->data, on_stopped, d);
 }
 
 /* The member: start it, run the loop until it has stopped. Returns the exit status. */
 static int run(const struct srv_config *cfg)
 {
-	struct daemon d;
-	memset(&d, 0, sizeof d);
-	char err[ERR_LEN];
-	int rv = uv_loop_init(&d.loop);
-	if (rv != 0) {
-		srv_log(SRV_LOG_ERROR, "start-failed", "error", uv_strerror(rv), NULL);
+	struct srv_member *member = NULL;
+	struct cairn_daemon d;
+	if (cairn_daemon_init(&d, "graceful stop", STOP_TIMEOUT_MS, stop_member, &member) != 0) {
 		return 1;
 	}
-	/* Signals are watched before the member starts, so that a SIGTERM arriving while it
-	 * starts is not lost: it is handled once the loop runs. */
-	if ((rv = watch_signal(&d, &d.sigterm, SIGTERM)) != 0 ||
-	    (rv = watch_signal(&d, &d.sigint, SIGINT)) != 0) {
-		srv_log(SRV_LOG_ERROR, "start-failed", "error", uv_strerror(rv), NULL);
-		loop_finish(&d.loop);
-		return 1;
-	}
-	err[0] = '\0';
-	rv = srv_member_start(&d.loop, cfg, &d.member, err, sizeof err);
+	char err[ERR_LEN] = "";
+	int rv = srv_member_start(&d.loop, cfg, &member, err, sizeof err);
 	if (rv != 0) {
 		srv_log(SRV_LOG_ERROR, "start-failed", "error", err[0] ? err : "unknown error",
 			NULL);
-		loop_finish(&d.loop);
+		cairn_daemon_finish(&d);
 		return 1;
 	}
 	uv_run(&d.loop, UV_RUN_DEFAULT);
 	int status = 0;
-	if (d.member != NULL) {
+	if (member != NULL) {
 		/* The loop ran out without a stop: the member closed its handles by itself. */
 		srv_log(SRV_LOG_ERROR, "loop-ended", "detail",
 			"the member stopped without a signal", NULL);
 		status = 1;
 	}
-	loop_finish(&d.loop);
+	cairn_daemon_finish(&d);
 	return status;
 }
 

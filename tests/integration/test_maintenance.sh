@@ -24,8 +24,7 @@ fi
 
 QUOTA=1048576
 it_cluster_init 3 it-maint
-# Without the members prefix, so the snapshot holds exactly the keys written below.
-it_cluster_start 20 --quota-backend-bytes "$QUOTA" --gossip-store-members=false
+it_cluster_start 20 --quota-backend-bytes "$QUOTA"
 it_wait_leader 10 0 "${IT_EP[@]}"
 
 # ---- (1) health and status ------------------------------------------------------------------

@@ -175,7 +175,7 @@ static void propose_change(struct srv_member *m, struct net_grpc_call *call,
 		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
 		return;
 	}
-	int err = member_propose(m, &req);
+	int err = member_propose(m, &req, NULL);
 	if (err != 0) {
 		member_waiter_remove(m, w);
 		finish_raft_error(call, err);
@@ -512,7 +512,7 @@ static int propose_answer(struct srv_member *m, const Cairn__Serverpb__MemberCha
 	req.member_id = p->proposer;
 	req.op_case = CAIRN__SERVERPB__REQUEST__OP_MEMBER_CHANGE;
 	req.member_change = &a;
-	return member_propose(m, &req);
+	return member_propose(m, &req, NULL);
 }
 
 /* The most up-to-date voter other than this member that answered lately. */
@@ -633,7 +633,7 @@ static bool publish(struct srv_member *m, const struct apply_members *t)
 	req.member_id = m->id;
 	req.op_case = CAIRN__SERVERPB__REQUEST__OP_MEMBER_CHANGE;
 	req.member_change = &mc;
-	if (member_propose(m, &req) == 0)
+	if (member_propose(m, &req, NULL) == 0)
 		m->cl_published_at = now_ms(m);
 	return false;
 }

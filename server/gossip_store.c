@@ -234,21 +234,12 @@ static int propose(struct gossip_store *gs, const Cairn__Serverpb__Request *req,
 		   const struct gs_ent *e, size_t keys, uint64_t *index)
 {
 	struct srv_member *m = gs->m;
-	size_t n = cairn__serverpb__request__get_packed_size(req);
 	const char *why = NULL;
-	int err = 0;
-	uint8_t *buf = NULL;
 	*index = 0;
-	if (n > m->max_request_bytes)
-		why = "request is too large";
-	else if (maint_quota_refuses(m, req, n))
+	if (maint_quota_refuses(m, req, cairn__serverpb__request__get_packed_size(req))) {
 		why = "database space exceeded";
-	else if ((buf = malloc(n ? n : 1)) == NULL)
-		why = "out of memory";
-	if (why == NULL) {
-		cairn__serverpb__request__pack(req, buf);
-		err = raft_propose(m->raft, buf, n, index);
-		free(buf);
+	} else {
+		int err = member_propose(m, req, index);
 		if (err != 0)
 			why = raft_strerror(err);
 		else if (*index == 0)
@@ -259,7 +250,6 @@ static int propose(struct gossip_store *gs, const Cairn__Serverpb__Request *req,
 		gs->dirty = true;
 		return -1;
 	}
-	member_kick(m);
 	size_t tail = (gs->head + gs->n_inflight) % GSTORE_MAX_INFLIGHT;
 	gs->inflight[tail] = *index;
 	gs->n_inflight++;

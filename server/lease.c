@@ -1016,7 +1016,7 @@ static void propose_revokes(struct lease_srv *ls)
 		rv.id = ids[i];
 		req.op_case = CAIRN__SERVERPB__REQUEST__OP_LEASE_REVOKE;
 		req.lease_revoke = &rv; /* id 0, member_id 0: nobody waits for it */
-		if (member_propose(m, &req) != 0) {
+		if (member_propose(m, &req, NULL) != 0) {
 			/* not proposed: due again at the next heartbeat */
 			for (size_t k = i; k < n; k++) {
 				struct lease_ent *e = lease_tab_find(&ls->tab, ids[k]);
@@ -1058,7 +1058,7 @@ static void propose_checkpoints(struct lease_srv *ls)
 		lc.checkpoints = cp;
 		req.op_case = CAIRN__SERVERPB__REQUEST__OP_LEASE_CHECKPOINT;
 		req.lease_checkpoint = &lc;
-		if (member_propose(m, &req) == 0)
+		if (member_propose(m, &req, NULL) == 0)
 			lease_tab_checkpointed(&ls->tab, cps, n);
 	}
 	free(cps);

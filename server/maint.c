@@ -121,7 +121,7 @@ static void propose_alarm(struct srv_member *m, struct net_grpc_call *call,
 		return;
 	}
 	req.member_id = m->id;
-	(void)member_propose(m, &req); /* raised again at the next refusal if lost */
+	(void)member_propose(m, &req, NULL); /* raised again at the next refusal if lost */
 }
 
 static bool alarm_raised(struct srv_member *m, uint64_t member, uint32_t type)

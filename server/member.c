@@ -148,7 +148,7 @@ static void on_call_cancel(struct net_grpc_call *call, void *user)
 
 /* ---- responses -------------------------------------------------------- */
 
-int member_propose(struct srv_member *m, const Cairn__Serverpb__Request *req)
+int member_propose(struct srv_member *m, const Cairn__Serverpb__Request *req, uint64_t *index)
 {
 	size_t n = cairn__serverpb__request__get_packed_size(req);
 	if (n > m->max_request_bytes)
@@ -157,7 +157,7 @@ int member_propose(struct srv_member *m, const Cairn__Serverpb__Request *req)
 	if (buf == NULL)
 		return RAFT_ENOMEM;
 	cairn__serverpb__request__pack(req, buf);
-	int err = raft_propose(m->raft, buf, n, NULL);
+	int err = raft_propose(m->raft, buf, n, index);
 	free(buf);
 	if (err == 0)
 		member_kick(m);
@@ -184,7 +184,7 @@ void member_propose_call(struct srv_member *m, struct net_grpc_call *call,
 		member_finish_error(call, ST_RESOURCE_EXHAUSTED, "etcdserver: too many requests");
 		return;
 	}
-	int err = member_propose(m, req);
+	int err = member_propose(m, req, NULL);
 	if (err == 0) {
 		member_waiter_attach(w);
 		return;

@@ -262,8 +262,10 @@ void member_serve_range(struct srv_member *m, struct net_grpc_call *call,
 			const Etcdserverpb__RangeRequest *q);
 
 /* Proposes req (packed here) through Raft (member.c): 0, or the raft error
- * (RAFT_ETOOBIG beyond --max-request-bytes, RAFT_ENOMEM, the core's own). */
-int member_propose(struct srv_member *m, const Cairn__Serverpb__Request *req);
+ * (RAFT_ETOOBIG beyond --max-request-bytes, RAFT_ENOMEM, the core's own).
+ * index (may be NULL): the entry's log index on the leader, 0 when the
+ * proposal was forwarded to it. */
+int member_propose(struct srv_member *m, const Cairn__Serverpb__Request *req, uint64_t *index);
 /* A client's Request, answered when applied: sets req's id and member id,
  * refuses it as etcd would (too large, over the quota, too many waiting,
  * no leader), else proposes it and attaches the call's waiter. */

@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "sim_rng.h"
+
 #include "raft.h"
 
 /* ------------------------------------------------------------------------ */
@@ -50,28 +52,12 @@ _Static_assert(SIM_MAX_SLOTS <= RAFT_MAX_MEMBERS + 8, "ids beyond the member tab
 _Static_assert(7 + SIM_MAX_JOINERS <= SIM_MAX_SLOTS, "joiners need slots");
 
 /* ------------------------------------------------------------------------ */
-/* PRNG (sim_rng.c): xoshiro256**, seeded through splitmix64.               */
+/* PRNG and hash: tests/sim/lib/sim_rng.h, plus (sim_rng.c):               */
 
-struct sim_rng {
-	uint64_t s[4];
-};
-
-/* A stream seed derived from the run's seed and two stream labels. */
-uint64_t sim_seed_mix(uint64_t seed, uint64_t a, uint64_t b);
-void sim_rng_init(struct sim_rng *r, uint64_t seed);
-uint64_t sim_rng_next(struct sim_rng *r);
-/* Uniform in [0, n); 0 when n is 0. */
-uint64_t sim_rng_below(struct sim_rng *r, uint64_t n);
-/* Uniform in [lo, hi]. */
-uint64_t sim_rng_range(struct sim_rng *r, uint64_t lo, uint64_t hi);
 /* True with probability per_mille / 1000. */
 bool sim_rng_pm(struct sim_rng *r, uint32_t per_mille);
 /* raft_config.rand: ctx is a struct sim_rng. */
 uint64_t sim_rng_raft(void *ctx);
-
-/* 64-bit FNV-1a, continued from h (start with SIM_HASH_INIT). */
-#define SIM_HASH_INIT 0xcbf29ce484222325ULL
-uint64_t sim_hash(uint64_t h, const void *data, size_t len);
 
 /* ------------------------------------------------------------------------ */
 /* The state machine (sim_kv.c): SIM_KV_KEYS keys, each holding the op id   */

@@ -27,6 +27,7 @@
 #include <stdio.h>
 
 #include "gossip.h"
+#include "sim_rng.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Limits. Every table and queue of a run is bounded by one of these.                         */
@@ -53,24 +54,9 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Generator and queue (gsim_util.c).                                                         */
 
-struct gsim_rng {
-	uint64_t s[4];
-};
-
-/* A stream seed derived from the run's seed and two labels: adding draws to one stream
- * never shifts another. */
-uint64_t gsim_seed_mix(uint64_t seed, uint64_t a, uint64_t b);
-void gsim_rng_init(struct gsim_rng *r, uint64_t seed);
-uint64_t gsim_rng_next(struct gsim_rng *r);
-/* Uniform in [0, n); 0 when n is 0. */
-uint64_t gsim_rng_below(struct gsim_rng *r, uint64_t n);
-/* Uniform in [lo, hi]. */
-uint64_t gsim_rng_range(struct gsim_rng *r, uint64_t lo, uint64_t hi);
+/* The generator and the hash are tests/sim/lib/sim_rng.h, shared with raft-sim. */
 /* True with probability bp / 10000 (basis points). */
-bool gsim_rng_bp(struct gsim_rng *r, uint32_t bp);
-
-#define GSIM_HASH_INIT 0xcbf29ce484222325ULL
-uint64_t gsim_hash(uint64_t h, const void *data, size_t len);
+bool gsim_rng_bp(struct sim_rng *r, uint32_t bp);
 uint64_t gsim_hash_u64(uint64_t h, uint64_t v);
 
 enum gsim_ev_kind {
@@ -295,7 +281,7 @@ struct gsim {
 	uint64_t quiet_deadline;
 	uint64_t next_view_check; /* quiet phase: the full table comparison costs n^2 lookups */
 	struct gsim_queue q;
-	struct gsim_rng net_rng, fault_rng, pick_rng;
+	struct sim_rng net_rng, fault_rng, pick_rng;
 	struct gossip_config base_cfg;
 
 	struct gsim_member *m;

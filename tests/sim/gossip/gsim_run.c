@@ -140,14 +140,14 @@ static bool measuring(const struct gsim *s)
 
 static uint64_t latency(struct gsim *s)
 {
-	return s->p.latency_ms + gsim_rng_below(&s->net_rng, (uint64_t)s->p.jitter_ms + 1);
+	return s->p.latency_ms + sim_rng_below(&s->net_rng, (uint64_t)s->p.jitter_ms + 1);
 }
 
 uint32_t gsim_pick_up(struct gsim *s, uint32_t avoid)
 {
 	if (s->n_slots == 0)
 		return UINT32_MAX;
-	uint32_t start = (uint32_t)gsim_rng_below(&s->pick_rng, s->n_slots);
+	uint32_t start = (uint32_t)sim_rng_below(&s->pick_rng, s->n_slots);
 	for (uint32_t k = 0; k < s->n_slots; k++) {
 		uint32_t i = (start + k) % s->n_slots;
 		const struct gsim_member *m = &s->m[i];
@@ -679,7 +679,7 @@ static void start_member(struct gsim *s, uint32_t slot)
 	static const uint8_t meta0[] = "role=sim,v=0";
 	cfg.meta = meta0;
 	cfg.meta_len = (uint32_t)(sizeof(meta0) - 1);
-	cfg.seed = gsim_seed_mix(s->seed, 0x636f7265 /* "core" */, slot);
+	cfg.seed = sim_seed_mix(s->seed, 0x636f7265 /* "core" */, slot);
 	int rc = gossip_new(&cfg, s->now, &m->g);
 	if (rc < 0) {
 		gsim_fail(s, "gossip_new for %s: %s", m->name, gossip_strerror(rc));
@@ -799,7 +799,7 @@ void gsim_partition(struct gsim *s, uint32_t pct, uint64_t ms)
 		want = 1;
 	uint32_t cut = 0;
 	for (uint32_t tries = 0; cut < want && tries < 4 * s->n_slots; tries++) {
-		uint32_t i = (uint32_t)gsim_rng_below(&s->fault_rng, s->n_slots);
+		uint32_t i = (uint32_t)sim_rng_below(&s->fault_rng, s->n_slots);
 		struct gsim_member *m = &s->m[i];
 		if (!running(m) || m->part != 0)
 			continue;
@@ -958,9 +958,9 @@ int gsim_init(struct gsim *s, const struct gsim_opts *o, const struct gsim_param
 		s->cap = p->members;
 	if (s->cap > GSIM_MAX_MEMBERS)
 		return -1;
-	gsim_rng_init(&s->net_rng, gsim_seed_mix(seed, 1, 0));
-	gsim_rng_init(&s->fault_rng, gsim_seed_mix(seed, 2, 0));
-	gsim_rng_init(&s->pick_rng, gsim_seed_mix(seed, 3, 0));
+	sim_rng_init(&s->net_rng, sim_seed_mix(seed, 1, 0));
+	sim_rng_init(&s->fault_rng, sim_seed_mix(seed, 2, 0));
+	sim_rng_init(&s->pick_rng, sim_seed_mix(seed, 3, 0));
 	gossip_config_init(&s->base_cfg);
 	struct gossip_config *c = &s->base_cfg;
 	if (p->probe_interval_ms)

@@ -118,7 +118,7 @@ static void next(struct gsim *s, uint32_t stream)
 	uint64_t mean = every(s, stream);
 	if (mean == 0)
 		return;
-	uint64_t gap = gsim_rng_range(&s->fault_rng, mean / 2, mean + mean / 2);
+	uint64_t gap = sim_rng_range(&s->fault_rng, mean / 2, mean + mean / 2);
 	if (gap == 0)
 		gap = 1;
 	gsim_schedule(s, (struct gsim_event){
@@ -156,17 +156,17 @@ void gsim_fault(struct gsim *s, uint32_t stream)
 		break;
 	case S_STALL:
 		if ((who = gsim_pick_up(s, UINT32_MAX)) != UINT32_MAX) {
-			uint64_t ms = gsim_rng_range(&s->fault_rng, p->stall_min_ms, p->stall_max_ms);
+			uint64_t ms = sim_rng_range(&s->fault_rng, p->stall_min_ms, p->stall_max_ms);
 			bool drop = p->stall_mode == GSIM_STALL_DROP ||
 				    (p->stall_mode == GSIM_STALL_EITHER &&
-				     gsim_rng_below(&s->fault_rng, 2) == 1);
+				     sim_rng_below(&s->fault_rng, 2) == 1);
 			gsim_stall(s, who, ms, drop);
 		}
 		break;
 	case S_PART:
 		if (!s->partitioned) {
-			uint32_t pct = (uint32_t)gsim_rng_range(&s->fault_rng, 1, p->part_pct_max);
-			uint64_t ms = gsim_rng_range(&s->fault_rng, p->part_min_ms, p->part_max_ms);
+			uint32_t pct = (uint32_t)sim_rng_range(&s->fault_rng, 1, p->part_pct_max);
+			uint64_t ms = sim_rng_range(&s->fault_rng, p->part_min_ms, p->part_max_ms);
 			gsim_partition(s, pct, ms);
 		}
 		break;

@@ -1,6 +1,7 @@
-/* gsim_util.c: the gossip simulator's generator, event queue, hashing and percentiles.
+/* gsim_util.c: the gossip simulator's event queue, trace hashing and percentiles (the generator
+ * is tests/sim/lib/sim_rng.h, shared with raft-sim).
  *
- * The generator is xoshiro256** (Blackman and Vigna) seeded through splitmix64. The queue is a
+ * The queue is a
  * binary min-heap ordered by (at, seq): seq is the scheduling order, unique in a run, so events
  * at the same simulated ms always come out in the order they were scheduled, whatever the
  * heap's shape. Push and pop cost O(log n).
@@ -9,78 +10,9 @@
 
 #include "gsim.h"
 
-static uint64_t splitmix64(uint64_t *x)
+bool gsim_rng_bp(struct sim_rng *r, uint32_t bp)
 {
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-uint64_t gsim_seed_mix(uint64_t seed, uint64_t a, uint64_t b)
-{
-	uint64_t x = seed;
-	uint64_t h = splitmix64(&x);
-	x = h ^ (a * 0xd6e8feb86659fd93ULL);
-	h = splitmix64(&x);
-	x = h ^ (b * 0xa0761d6478bd642fULL);
-	return splitmix64(&x);
-}
-
-void gsim_rng_init(struct gsim_rng *r, uint64_t seed)
-{
-	uint64_t x = seed;
-	for (int i = 0; i < 4; i++)
-		r->s[i] = splitmix64(&x);
-}
-
-static inline uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-uint64_t gsim_rng_next(struct gsim_rng *r)
-{
-	uint64_t *s = r->s;
-	uint64_t result = rotl(s[1] * 5, 7) * 9;
-	uint64_t t = s[1] << 17;
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return result;
-}
-
-uint64_t gsim_rng_below(struct gsim_rng *r, uint64_t n)
-{
-	if (n == 0)
-		return 0;
-	/* Modulo bias is below 2^-40 for the n used here (members, milliseconds). */
-	return gsim_rng_next(r) % n;
-}
-
-uint64_t gsim_rng_range(struct gsim_rng *r, uint64_t lo, uint64_t hi)
-{
-	if (hi <= lo)
-		return lo;
-	return lo + gsim_rng_below(r, hi - lo + 1);
-}
-
-bool gsim_rng_bp(struct gsim_rng *r, uint32_t bp)
-{
-	return bp > 0 && gsim_rng_below(r, 10000) < bp;
-}
-
-uint64_t gsim_hash(uint64_t h, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	for (size_t i = 0; i < len; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
+	return bp > 0 && sim_rng_below(r, 10000) < bp;
 }
 
 uint64_t gsim_hash_u64(uint64_t h, uint64_t v)

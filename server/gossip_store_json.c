@@ -1,26 +1,22 @@
 /* gossip_store_json.c: the JSON value of a member under /cairn/members/ (gossip_store_json.h). */
 #include "gossip_store_json.h"
 
-#include <arpa/inet.h>
 #include <assert.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+#include "srv_gossip.h"
 
 _Static_assert(GSTORE_JSON_MAX >= 2 + 6 * GOSSIP_MAX_NAME + 2 + 6 * GOSSIP_MAX_META + 200,
 	       "the bound holds the worst escaping of a name and of the tags");
 
 size_t gstore_addr_format(const struct gossip_addr *a, char *buf, size_t cap)
 {
-	char ip[INET6_ADDRSTRLEN];
-	int n;
 	assert(cap >= 64);
-	if (a->family == 6 && inet_ntop(AF_INET6, a->ip, ip, sizeof ip) != NULL)
-		n = snprintf(buf, cap, "[%s]:%u", ip, (unsigned)a->port);
-	else
-		n = snprintf(buf, cap, "%u.%u.%u.%u:%u", a->ip[0], a->ip[1], a->ip[2], a->ip[3],
-			     (unsigned)a->port);
-	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+	if (a->family != 4 && a->family != 6)
+		return 0;
+	return strlen(srv_gossip_addr_format(a, buf, cap));
 }
 
 void gstore_rfc3339_ms(uint64_t wall_ms, char buf[25])
@@ -177,22 +173,6 @@ bool gstore_json_tags(char *out, size_t cap, size_t *len, const uint8_t *meta, s
 	return true;
 }
 
-const char *gstore_state_name(uint32_t state)
-{
-	switch (state) {
-	case GOSSIP_ALIVE:
-		return "alive";
-	case GOSSIP_SUSPECT:
-		return "suspect";
-	case GOSSIP_DEAD:
-		return "dead";
-	case GOSSIP_LEFT:
-		return "left";
-	default:
-		return "unknown";
-	}
-}
-
 size_t gstore_json_body(const struct gossip_member *m, char *out, size_t cap)
 {
 	char addr[64], num[16];
@@ -204,7 +184,7 @@ size_t gstore_json_body(const struct gossip_member *m, char *out, size_t cap)
 	    !put_lit(out, cap, &o, ",\"address\":") ||
 	    !gstore_json_string(out, cap, &o, addr, alen) ||
 	    !put_lit(out, cap, &o, ",\"state\":\"") ||
-	    !put_lit(out, cap, &o, gstore_state_name(m->state)) ||
+	    !put_lit(out, cap, &o, gossip_state_name(m->state)) ||
 	    !put_lit(out, cap, &o, "\",\"incarnation\":") || !put_lit(out, cap, &o, num) ||
 	    !put_lit(out, cap, &o, ",\"tags\":") ||
 	    !gstore_json_tags(out, cap, &o, m->meta, m->meta_len))

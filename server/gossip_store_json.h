@@ -38,7 +38,8 @@
  * bytes), with room to spare, plus the fixed fields. gstore_json_member never writes more. */
 #define GSTORE_JSON_MAX (6 * GOSSIP_MAX_NAME + (GOSSIP_MAX_META / 2) * (6 + 6 + 1) + 256)
 
-/* "a.b.c.d:port" or "[v6]:port" into buf (at least 64 bytes). Returns the length. */
+/* "a.b.c.d:port" or "[v6]:port" into buf (at least 64 bytes), as srv_gossip_addr_format()
+ * writes it. Returns the length, 0 for an address of no known family. */
 size_t gstore_addr_format(const struct gossip_addr *a, char *buf, size_t cap);
 
 /* RFC 3339 UTC with milliseconds, "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 bytes and a NUL) for
@@ -52,10 +53,6 @@ bool gstore_json_string(char *out, size_t cap, size_t *len, const void *s, size_
 /* Appends the tags object ({...}) of metadata in the "key=value\n" format. False when it does
  * not fit (*len unchanged). */
 bool gstore_json_tags(char *out, size_t cap, size_t *len, const uint8_t *meta, size_t n);
-
-/* "alive", "suspect", "dead", "left" ("unknown" for anything else), as gossip_state_name()
- * names them; here so the value does not depend on the core's build. */
-const char *gstore_state_name(uint32_t state);
 
 /* The body of m's value into out (cap at least GSTORE_JSON_MAX): its length, 0 if it did not
  * fit. */

@@ -64,7 +64,7 @@ static void test_member_json(void **state)
 	n = gstore_json_body(&m, out, sizeof out);
 	out[n] = '\0';
 	assert_non_null(strstr(out, "\"state\":\"left\""));
-	assert_string_equal(gstore_state_name(0), "unknown");
+	assert_string_equal(gossip_state_name(0), "unknown");
 }
 
 static void test_addresses(void **state)

@@ -22,6 +22,8 @@ packages=(
 	etcd-server      # a real etcd 3.4: integration and conformance tests compare against it
 	etcd-client      # etcdctl: integration, conformance and tests/unit/test_grpc_uv run it
 	libyaml-dev      # YAML --config-file (server/config.c)
+	gnuplot-nox      # cairn-bench --plot
+	iproute2         # cairn-bench --netns: network namespaces, veth, bridge
 )
 
 if ! command -v dpkg >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then

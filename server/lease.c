@@ -64,6 +64,7 @@
 #define LEASE_REVOKE_RETRY_MS 3000 /* a revocation not applied is proposed again (etcd's) */
 #define LEASE_CP_RATE 20000        /* checkpoints proposed per second */
 #define LEASE_MAX_STREAMS 16384    /* KeepAlive streams at once */
+#define LEASE_MAX_HELD 256         /* followers' questions held until the leader applies */
 #define LEASE_MAX_ASKS 4096        /* questions to the leader in flight (a power of two) */
 #define LEASE_COUNT_AGE_MS 1000    /* a follower recounts the store's leases this often */
 
@@ -421,6 +422,16 @@ struct lease_srv {
 	size_t count; /* leases in the store, as last counted (followers) */
 	uint64_t count_at;
 	bool count_known;
+	/* A follower's question about a lease this leader does not know while it still has
+	 * committed entries to apply: a follower can apply a grant (and answer the client) before
+	 * the leader has, so the answer waits until the leader has applied up to `index`. */
+	struct lease_held {
+		struct net_transport *t;
+		uint64_t from;
+		uint64_t index;
+		struct lease_ask_msg q;
+	} held[LEASE_MAX_HELD];
+	size_t n_held;
 };
 
 static uint64_t rng_next(uint64_t *s)
@@ -929,6 +940,9 @@ UNARY_HANDLER(h_leases, on_msg_leases)
 
 /* ---- the peer side ---- */
 
+static bool ask_answer(struct lease_srv *ls, struct net_transport *t, uint64_t from,
+		       const struct lease_ask_msg *q, bool final);
+
 void lease_on_ask(struct net_transport *t, uint64_t from, enum net_channel ch, const uint8_t *buf,
 		  size_t len)
 {
@@ -938,19 +952,56 @@ void lease_on_ask(struct net_transport *t, uint64_t from, enum net_channel ch, c
 	(void)ch;
 	if (m->stopping || ls == NULL || lease_ask_decode(buf, len, &q) != 0)
 		return;
-	struct lease_answer_msg a = { .kind = q.kind, .seq = q.seq };
+	if (!ask_answer(ls, t, from, &q, false) && ls->n_held < LEASE_MAX_HELD) {
+		struct raft_status rs;
+		raft_status(m->raft, &rs);
+		ls->held[ls->n_held++] = (struct lease_held){ t, from, rs.commit, q };
+	}
+}
+
+/* Answers a follower's question. With `final` false, a lease this leader does not know yet while
+ * it has committed entries left to apply is not answered (false): the caller holds the question
+ * until lease_applied() sees those entries applied. */
+static bool ask_answer(struct lease_srv *ls, struct net_transport *t, uint64_t from,
+		       const struct lease_ask_msg *q, bool final)
+{
+	struct srv_member *m = ls->m;
+	struct lease_answer_msg a = { .kind = q->kind, .seq = q->seq };
 	if (!is_leader(m) || !ls->leading) {
 		a.status = LEASE_ANS_NOT_LEADER;
-	} else if (q.kind == LEASE_ASK_RENEW) {
-		a.ttl = leader_renew(ls, q.id);
+	} else if (q->kind == LEASE_ASK_RENEW) {
+		a.ttl = leader_renew(ls, q->id);
 		a.status = a.ttl < 0 ? LEASE_ANS_NOT_FOUND : LEASE_ANS_OK;
 	} else {
-		a.ttl = leader_ttl(ls, q.id, &a.granted);
+		a.ttl = leader_ttl(ls, q->id, &a.granted);
 		a.status = a.ttl < 0 ? LEASE_ANS_NOT_FOUND : LEASE_ANS_OK;
+	}
+	if (a.status == LEASE_ANS_NOT_FOUND && !final) {
+		struct raft_status rs;
+		raft_status(m->raft, &rs);
+		if (rs.commit > m->applied)
+			return false;
 	}
 	uint8_t out[LEASE_ANSWER_SIZE];
 	lease_answer_encode(&a, out);
 	(void)net_transport_answer(t, from, out, sizeof out); /* a lost answer times out there */
+	return true;
+}
+
+void lease_applied(struct srv_member *m)
+{
+	struct lease_srv *ls = m->lease;
+	if (ls == NULL || ls->n_held == 0)
+		return;
+	size_t kept = 0;
+	for (size_t i = 0; i < ls->n_held; i++) {
+		struct lease_held *h = &ls->held[i];
+		if (m->applied >= h->index || m->stopping)
+			(void)ask_answer(ls, h->t, h->from, &h->q, true);
+		else
+			ls->held[kept++] = *h;
+	}
+	ls->n_held = kept;
 }
 
 /* Ends a question with an error for whoever waits. */

@@ -373,6 +373,9 @@ void lease_leader_changed(struct srv_member *m, uint64_t leader);
 /* A batch changed the store's lease table (grant, revoke, checkpoint) or
  * replaced the store: the leader's table follows it at the next heartbeat. */
 void lease_store_changed(struct srv_member *m);
+/* Entries were applied: a follower's question about a lease this leader had not applied yet
+ * when it came is answered now. */
+void lease_applied(struct srv_member *m);
 void lease_stop(struct srv_member *m);
 void lease_free(struct srv_member *m);
 void lease_on_ask(struct net_transport *t, uint64_t from, enum net_channel ch, const uint8_t *buf,

@@ -375,6 +375,7 @@ static void apply_done(struct srv_job *job, bool cancelled)
 	/* watchers after the clients: a watcher never sees a change before its writer */
 	if (b->leases_changed || b->kind == BATCH_INSTALL)
 		lease_store_changed(m);
+	lease_applied(m);
 	if (b->kind == BATCH_INSTALL)
 		watch_hub_resync(m, b->revision);
 	else if (b->has_events)

@@ -492,6 +492,10 @@ static void conn_flush(struct conn *c)
 		return;
 	}
 	struct net_grpc_listener *l = c->l;
+	/* A take() that gives nothing may still have made work: it delivers the held messages of
+	 * a call resumed from outside the session, and that returns their stream window. One more
+	 * take serialises it; two empty ones in a row end the pump. */
+	int empty = 0;
 	for (;;) {
 		if (c->out_len == 0) {
 			if (!net_grpc_session_want_write(c->session)) {
@@ -505,8 +509,12 @@ static void conn_flush(struct conn *c)
 				     c->id, net_strerror(rv));
 			}
 			if (n == 0) {
-				break;
+				if (rv != 0 || ++empty >= 2) {
+					break;
+				}
+				continue;
 			}
+			empty = 0;
 			c->out_len = n;
 		}
 		int rv = net_stream_write(c->stream, c->out, c->out_len);

@@ -312,10 +312,37 @@ static void expire_waiters(struct srv_member *m)
 	}
 }
 
+static void leader_down(struct srv_member *m, uint64_t id, const char *reason);
+
+/* A follower that has heard nothing from its leader for silence_ms (no append, no heartbeat)
+ * reports it down, as it does when the leader's connections are refused: a leader that is
+ * frozen (SIGSTOP, a stalled VM) or cut off by the network refuses nothing, and would otherwise
+ * be waited for until the election timeout. The report is safe when only this follower is cut
+ * off: pre-vote then fails while the others still hear from the leader, and its next message
+ * makes it this member's leader again. */
+static void check_leader_silence(struct srv_member *m)
+{
+	uint64_t now = uv_now(m->loop);
+	if (m->leader == 0 || m->leader == m->id) {
+		m->heard_leader = 0;
+		return;
+	}
+	if (m->heard_leader != m->leader) {
+		m->heard_leader = m->leader; /* a new leader: its silence counts from now */
+		m->heard_ms = now;
+		return;
+	}
+	if (now - m->heard_ms >= m->silence_ms) {
+		m->heard_ms = now; /* once per silence_ms at most */
+		leader_down(m, m->leader, "silent");
+	}
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct srv_member *m = t->data;
 	raft_tick(m->raft);
+	check_leader_silence(m);
 	cluster_housekeeping(m);
 	lease_tick(m);
 	http_tick(m);
@@ -410,8 +437,11 @@ static void on_peer_recv(struct net_transport *t, uint64_t from, enum net_channe
 	(void)ch;
 	if (srv_raftwire_decode(buf, len, &m->wire_lim, &msg) != 0)
 		return; /* a frame that is not a Raft message: dropped */
-	if (msg.msg.from == from)
+	if (msg.msg.from == from) {
+		if (from == m->heard_leader)
+			m->heard_ms = uv_now(m->loop);
 		(void)raft_step(m->raft, &msg.msg);
+	}
 	srv_raftwire_msg_free(&msg);
 	logstore_release(m->ls);
 	member_kick(m);
@@ -655,6 +685,11 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	m->data_dir = strdup(cfg->data_dir);
 	m->heartbeat_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 100;
 	m->election_ms = cfg->election_ms ? cfg->election_ms : 1000;
+	/* Three heartbeats missed in a row, or a quarter of the election timeout if longer: far
+	 * beyond a heartbeat's jitter, and still well inside the election timeout. */
+	m->silence_ms = 3u * (uint64_t)m->heartbeat_ms;
+	if (m->silence_ms < m->election_ms / 4u)
+		m->silence_ms = m->election_ms / 4u;
 	m->max_request_bytes = cfg->max_request_bytes ? cfg->max_request_bytes : 1572864;
 	m->waiters = calloc(MAX_WAITERS, sizeof *m->waiters);
 	struct raft_conf conf;

@@ -149,6 +149,10 @@ struct srv_member {
 	uint64_t id, cluster_id;
 	uint32_t heartbeat_ms, election_ms;
 	uint32_t max_request_bytes;
+	/* The leader this follower last heard from, and when (loop clock): a leader silent for
+	 * silence_ms is reported down (member.c, check_leader_silence). */
+	uint64_t heard_leader, heard_ms;
+	uint64_t silence_ms;
 
 	struct logstore *ls;
 	struct kv_store *kv;

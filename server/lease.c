@@ -940,8 +940,8 @@ UNARY_HANDLER(h_leases, on_msg_leases)
 
 /* ---- the peer side ---- */
 
-static bool ask_answer(struct lease_srv *ls, struct net_transport *t, uint64_t from,
-		       const struct lease_ask_msg *q, bool final);
+static uint64_t ask_answer(struct lease_srv *ls, struct net_transport *t, uint64_t from,
+			   const struct lease_ask_msg *q, bool final);
 
 void lease_on_ask(struct net_transport *t, uint64_t from, enum net_channel ch, const uint8_t *buf,
 		  size_t len)
@@ -952,18 +952,20 @@ void lease_on_ask(struct net_transport *t, uint64_t from, enum net_channel ch, c
 	(void)ch;
 	if (m->stopping || ls == NULL || lease_ask_decode(buf, len, &q) != 0)
 		return;
-	if (!ask_answer(ls, t, from, &q, false) && ls->n_held < LEASE_MAX_HELD) {
-		struct raft_status rs;
-		raft_status(m->raft, &rs);
-		ls->held[ls->n_held++] = (struct lease_held){ t, from, rs.commit, q };
-	}
+	uint64_t wait_for = ask_answer(ls, t, from, &q, false);
+	if (wait_for == 0)
+		return;
+	if (ls->n_held < LEASE_MAX_HELD)
+		ls->held[ls->n_held++] = (struct lease_held){ t, from, wait_for, q };
+	else
+		(void)ask_answer(ls, t, from, &q, true); /* no room to hold it: not found, now */
 }
 
-/* Answers a follower's question. With `final` false, a lease this leader does not know yet while
- * it has committed entries left to apply is not answered (false): the caller holds the question
- * until lease_applied() sees those entries applied. */
-static bool ask_answer(struct lease_srv *ls, struct net_transport *t, uint64_t from,
-		       const struct lease_ask_msg *q, bool final)
+/* Answers a follower's question, and returns 0. With `final` false, a lease this leader does not
+ * know yet while it has committed entries left to apply is not answered: it returns the commit
+ * index, and the caller holds the question until lease_applied() sees it applied. */
+static uint64_t ask_answer(struct lease_srv *ls, struct net_transport *t, uint64_t from,
+			   const struct lease_ask_msg *q, bool final)
 {
 	struct srv_member *m = ls->m;
 	struct lease_answer_msg a = { .kind = q->kind, .seq = q->seq };
@@ -980,12 +982,12 @@ static bool ask_answer(struct lease_srv *ls, struct net_transport *t, uint64_t f
 		struct raft_status rs;
 		raft_status(m->raft, &rs);
 		if (rs.commit > m->applied)
-			return false;
+			return rs.commit;
 	}
 	uint8_t out[LEASE_ANSWER_SIZE];
 	lease_answer_encode(&a, out);
 	(void)net_transport_answer(t, from, out, sizeof out); /* a lost answer times out there */
-	return true;
+	return 0;
 }
 
 void lease_applied(struct srv_member *m)

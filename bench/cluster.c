@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -456,6 +457,7 @@ struct cl_cluster {
 	char err[CL_ERR_MAX];
 	struct cl_member m[CL_MAX_MEMBERS];
 	int last_killed;
+	int claimed_base; /* ports claimed in the shared directory (port_claim), 0 none */
 
 	/* netns */
 	char ip_bin[64], tc_bin[64];
@@ -662,23 +664,175 @@ static int port_free(const char *ip, int port)
 	return ok;
 }
 
-/* A base such that base+i, base+100+i (and base+200+i for Cairn) are free on ip. */
+/* Port claims. A port found free can be taken by another process before our member binds it;
+ * concurrent runs of cairn-bench and of the test harnesses (tests/lib/ports.py, same directory
+ * and format) therefore claim what they pick: a file named after the port in $TMPDIR/cairn-ports
+ * holding the claimer's pid, written under an flock of the directory's .lock. Ports claimed by
+ * another live process are passed over; a claim whose process is gone is taken over. Without the
+ * directory (not writable) ports are still checked free, only the claims are missing. */
+struct port_claims {
+	char dir[CL_PATH_MAX];
+	int lock; /* -1: no claims */
+};
+
+static void claims_open(struct port_claims *pc)
+{
+	const char *t = getenv("TMPDIR");
+	char lockp[CL_PATH_MAX];
+	fmt_into(pc->dir, sizeof pc->dir, "%s/cairn-ports", t != NULL && *t == '/' ? t : "/tmp");
+	fmt_into(lockp, sizeof lockp, "%s/.lock", pc->dir);
+	pc->lock = -1;
+	if (mkdir(pc->dir, 01777) != 0 && errno != EEXIST)
+		return;
+	pc->lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	if (pc->lock >= 0)
+		while (flock(pc->lock, LOCK_EX) != 0 && errno == EINTR)
+			;
+}
+
+static void claims_close(struct port_claims *pc)
+{
+	if (pc->lock >= 0)
+		close(pc->lock); /* and its flock */
+	pc->lock = -1;
+}
+
+/* The pid in a claim file, 0 when it has none or cannot be read. */
+static long claim_owner(const struct port_claims *pc, int port)
+{
+	char path[CL_PATH_MAX], buf[32];
+	fmt_into(path, sizeof path, "%s/%d", pc->dir, port);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return strtol(buf, NULL, 10);
+}
+
+/* Free on ip (TCP and UDP) and claimed by no other live process. */
+static int port_usable(const struct port_claims *pc, const char *ip, int port)
+{
+	if (!port_free(ip, port))
+		return 0;
+	if (pc->lock < 0)
+		return 1;
+	long pid = claim_owner(pc, port);
+	if (pid <= 0 || pid == (long)getpid())
+		return 1;
+	return kill((pid_t)pid, 0) != 0 && errno != EPERM;
+}
+
+static void port_claim(const struct port_claims *pc, int port)
+{
+	char path[CL_PATH_MAX], pid[24];
+	if (pc->lock < 0)
+		return;
+	fmt_into(path, sizeof path, "%s/%d", pc->dir, port);
+	fmt_into(pid, sizeof pid, "%ld\n", (long)getpid());
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	ssize_t w = write(fd, pid, strlen(pid));
+	(void)w;
+	close(fd);
+}
+
+static void port_unclaim(const struct port_claims *pc, int port)
+{
+	char path[CL_PATH_MAX];
+	fmt_into(path, sizeof path, "%s/%d", pc->dir, port);
+	if (claim_owner(pc, port) == (long)getpid())
+		unlink(path);
+}
+
+static int port_span(const struct cl_cluster *c)
+{
+	return c->spec.system == CL_SYS_CAIRN ? 3 : 2;
+}
+
+/* Removes this process's claims on the ports of c. */
+static void ports_release(struct cl_cluster *c)
+{
+	if (c->claimed_base == 0 || c->owner != getpid())
+		return;
+	struct port_claims pc;
+	claims_open(&pc);
+	for (int k = 0; k < port_span(c); k++)
+		for (int i = 0; i < c->n; i++)
+			port_unclaim(&pc, c->claimed_base + 100 * k + i);
+	claims_close(&pc);
+	c->claimed_base = 0;
+}
+
+static unsigned port_seed(void)
+{
+	return (unsigned)getpid() * 2654435761u ^ (unsigned)cl_now_ns();
+}
+
+/* A base such that base+i, base+100+i (and base+200+i for Cairn) are usable on ip; they are
+ * claimed for this process. */
 static int pick_base(struct cl_cluster *c)
 {
-	int span = c->spec.system == CL_SYS_CAIRN ? 3 : 2;
-	unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)cl_now_ns();
-	for (int attempt = 0; attempt < 400; attempt++) {
+	struct port_claims pc;
+	claims_open(&pc);
+	unsigned seed = port_seed();
+	int found = -1;
+	for (int attempt = 0; attempt < 400 && found < 0; attempt++) {
 		seed = seed * 1103515245u + 12345u;
 		int base = 20000 + (int)((seed >> 8) % 12000u);
 		int ok = 1;
-		for (int k = 0; k < span && ok; k++)
+		for (int k = 0; k < port_span(c) && ok; k++)
 			for (int i = 0; i < c->n && ok; i++)
-				ok = port_free(c->spec.host, base + 100 * k + i);
+				ok = port_usable(&pc, c->spec.host, base + 100 * k + i);
 		if (ok)
-			return base;
+			found = base;
 	}
-	return seterr(c, CL_ESYS, "no free ports found on %s (400 tries in 20000..32199)",
-		      c->spec.host);
+	if (found > 0) {
+		for (int k = 0; k < port_span(c); k++)
+			for (int i = 0; i < c->n; i++)
+				port_claim(&pc, found + 100 * k + i);
+		c->claimed_base = found;
+	}
+	claims_close(&pc);
+	if (found < 0)
+		return seterr(c, CL_ESYS, "no free ports found on %s (400 tries in 20000..32199)",
+			      c->spec.host);
+	return found;
+}
+
+int cl_claim_ports(int n, int *ports)
+{
+	struct port_claims pc;
+	claims_open(&pc);
+	unsigned seed = port_seed();
+	int got = 0;
+	for (int attempt = 0; attempt < 5000 && got < n; attempt++) {
+		seed = seed * 1103515245u + 12345u;
+		int port = 20000 + (int)((seed >> 8) % 12768u);
+		int dup = 0;
+		for (int j = 0; j < got; j++)
+			dup = dup || ports[j] == port;
+		if (!dup && port_usable(&pc, "127.0.0.1", port))
+			ports[got++] = port;
+	}
+	if (got == n)
+		for (int j = 0; j < n; j++)
+			port_claim(&pc, ports[j]);
+	claims_close(&pc);
+	return got == n ? 0 : CL_ESYS;
+}
+
+void cl_release_ports(const int *ports, int n)
+{
+	struct port_claims pc;
+	claims_open(&pc);
+	for (int j = 0; j < n; j++)
+		port_unclaim(&pc, ports[j]);
+	claims_close(&pc);
 }
 
 /* True if an interface of this namespace has an address in 10.213.x.0/24. */
@@ -1728,6 +1882,7 @@ void cl_free(struct cl_cluster *c)
 		return;
 	cl_stop(c);
 	unregister(c);
+	ports_release(c);
 	if (!c->spec.keep)
 		remove_dir(c);
 	for (int i = 0; i < c->n; i++)

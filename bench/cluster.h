@@ -124,6 +124,14 @@ void cl_free(struct cl_cluster *c);
  * it with atexit once per process. */
 void cl_emergency_cleanup(void);
 
+/* n distinct ports in 20000..32767, free on 127.0.0.1 (TCP and UDP) and claimed for this
+ * process in $TMPDIR/cairn-ports, which cl_create and the test harnesses also use, so that
+ * concurrent runs do not pick the same ones. Returns 0, or CL_ESYS when none could be found. */
+int cl_claim_ports(int n, int *ports);
+
+/* Removes this process's claims on ports (a claim of a process that has exited lapses anyway). */
+void cl_release_ports(const int *ports, int n);
+
 /* Read-only accessors. Strings are owned by c and live until cl_free; i in 0..cl_size-1. */
 int cl_size(const struct cl_cluster *c);
 const struct cl_spec *cl_get_spec(const struct cl_cluster *c);

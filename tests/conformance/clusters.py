@@ -13,14 +13,15 @@ import atexit
 import ctypes
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import ports  # noqa: E402
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
@@ -64,29 +65,14 @@ def _on_signal(signum, _frame):
 
 
 atexit.register(kill_all)
+atexit.register(ports.release)
 signal.signal(signal.SIGTERM, _on_signal)
 signal.signal(signal.SIGINT, _on_signal)
 
 
 def free_ports(n):
-    held, tries = [], 0
-    while len(held) < n:
-        tries += 1
-        if tries > 5000:
-            raise RuntimeError("no free ports found")
-        port = random.randint(20000, 32767)
-        if any(p == port for p, _ in held):
-            continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            s.close()
-            continue
-        held.append((port, s))
-    for _, s in held:
-        s.close()
-    return [p for p, _ in held]
+    """n free ports on 127.0.0.1, claimed for this process until it exits (tests/lib/ports.py)."""
+    return ports.claim(n)
 
 
 def log(msg):

@@ -7,7 +7,8 @@
 # process started with it_start is killed by pid on every exit path (EXIT trap); every wait is
 # bounded; each member's output goes to $IT_TMP/<name>.log, and all logs are printed when the
 # test fails. Ports are picked at random in 20000-32767 (below Linux's ephemeral range, so
-# outgoing connections do not take them) and checked free by binding them.
+# outgoing connections do not take them), checked free by binding them, and claimed so that a
+# concurrent test does not pick them too (it_ports).
 #
 # The server binary is normally build/bin/cairn. Pointed at Debian's etcd 3.4, which takes the
 # same flags, the same tests check the harness itself (IT_FLAVOUR=etcd): the few assertions
@@ -66,6 +67,7 @@ fi
 export CAIRN_GOSSIP_STORE_MEMBERS=false
 
 IT_TMP=$(mktemp -d "${TMPDIR:-/tmp}/cairn-it.XXXXXX")
+IT_LIBDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IT_START=${EPOCHREALTIME/./} # microseconds (bash 5)
 declare -A IT_PID=() # member name -> pid of its running process
 IT_RC=0              # exit status collected by the last it_wait_exit
@@ -95,6 +97,7 @@ it_cleanup() {
 		done
 		echo "FAILED (status $rc)" >&2
 	fi
+	python3 "$IT_LIBDIR/../lib/ports.py" release "$$" || true
 	if [[ ${IT_KEEP:-0} == 1 ]]; then
 		echo "data directories and logs kept in $IT_TMP" >&2
 	else
@@ -129,30 +132,11 @@ it_expect_match() {
 	fi
 }
 
-# it_ports <n>: n distinct free TCP ports on 127.0.0.1, one per line.
+# it_ports <n>: n distinct free ports on 127.0.0.1 (TCP and UDP: gossip uses both), one per line,
+# claimed for this test so that a concurrent test does not pick them before our members bind
+# them (tests/lib/ports.py); it_cleanup removes the claims.
 it_ports() {
-	python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-held, tries = [], 0
-while len(held) < n:
-    tries += 1
-    if tries > 5000:
-        sys.exit("no free ports found")
-    port = random.randint(20000, 32767)
-    if any(p == port for p, _ in held):
-        continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        s.close()
-        continue
-    held.append((port, s))
-for port, s in held:
-    print(port)
-    s.close()
-EOF
+	python3 "$IT_LIBDIR/../lib/ports.py" claim "$1" "$$"
 }
 
 # it_port_free <port>: whether 127.0.0.1:<port> can be bound now.

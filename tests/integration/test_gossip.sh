@@ -160,12 +160,23 @@ sys.exit(0 if eval("(" + sys.argv[1] + ")") else 1)
 ' "$expr" "$VIEW"; then
 			break
 		fi
-		((SECONDS < deadline)) || it_fail "$what: not within $secs s; members: $(summary "$VIEW")"
+		((SECONDS < deadline)) ||
+			it_fail "$what: not within $secs s; members: $(summary "$VIEW");" \
+				"processes not running: $(not_running)"
 		sleep 0.2
 	done
 	local us=$((${EPOCHREALTIME/./} - t0))
 	WAITED=$(printf '%d.%03d' $((us / 1000000)) $((us / 1000 % 1000)))
 	it_log "$what (after ${WAITED} s)"
+}
+
+# not_running: the names of the started processes that have exited ("none" if every one runs).
+not_running() {
+	local n out=""
+	for n in "${!IT_PID[@]}"; do
+		it_running "$n" || out+="${out:+ }$n"
+	done
+	echo "${out:-none}"
 }
 
 # names_expr <names...>: a Python list of the names.

@@ -30,6 +30,7 @@
 
 #include "cairn.h"
 #include "certs.h"
+#include "cluster.h"
 #include "tmpdir.h"
 
 #ifndef CAIRN_BIN
@@ -94,32 +95,17 @@ static pid_t spawn(char *const argv[], const char *log)
 	return pid;
 }
 
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(fd >= 0);
-	struct sockaddr_in a = {0};
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	socklen_t l = sizeof(a);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-/* ports[] distinct */
+/* Ports claimed for this test (bench/cluster.h), so that a concurrent test does not take them. */
 static void free_ports(int *ports, int n)
 {
-	for (int i = 0; i < n; i++) {
-		bool again;
-		do {
-			ports[i] = free_port();
-			again = false;
-			for (int j = 0; j < i; j++)
-				again = again || ports[j] == ports[i];
-		} while (again);
-	}
+	assert_int_equal(cl_claim_ports(n, ports), 0);
+}
+
+static int free_port(void)
+{
+	int port;
+	free_ports(&port, 1);
+	return port;
 }
 
 struct member {

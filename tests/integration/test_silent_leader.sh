@@ -14,7 +14,9 @@ if [[ $IT_FLAVOUR != cairn ]]; then
 fi
 
 it_cluster_init 3 it-silent
-it_cluster_start 15 --heartbeat-interval 100 --election-timeout 10000 \
+# The first election comes when the earliest of the three randomized timeouts (10 to 20 s) runs
+# out: up to 20 s, so the members are given 30 to become healthy.
+it_cluster_start 30 --heartbeat-interval 100 --election-timeout 10000 \
 	--gossip-probe-interval 30000 --gossip-probe-timeout 20000
 it_wait_leader 30 0 "${IT_EP[@]}"
 leader=$IT_LEADER

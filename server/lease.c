@@ -75,12 +75,7 @@ _Static_assert(LEASE_MAX < UINT32_MAX / 4, "slots hold an index");
 
 static uint64_t id_hash(int64_t id)
 {
-	uint64_t x = (uint64_t)id; /* splitmix64's finaliser */
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
+	return srv_mix64((uint64_t)id);
 }
 
 void lease_tab_init(struct lease_tab *t, uint64_t theta_ms)

@@ -320,22 +320,31 @@ static void leader_down(struct srv_member *m, uint64_t id, const char *reason);
  * be waited for until the election timeout. The report is safe when only this follower is cut
  * off: pre-vote then fails while the others still hear from the leader, and its next message
  * makes it this member's leader again. */
+static void check_leader_silence(struct srv_member *m);
+
+static void on_silence(uv_timer_t *t)
+{
+	check_leader_silence(t->data);
+}
+
 static void check_leader_silence(struct srv_member *m)
 {
 	uint64_t now = uv_now(m->loop);
-	if (m->leader == 0 || m->leader == m->id) {
+	if (m->stopping || m->leader == 0 || m->leader == m->id) {
 		m->heard_leader = 0;
+		uv_timer_stop(&m->silence);
 		return;
 	}
 	if (m->heard_leader != m->leader) {
 		m->heard_leader = m->leader; /* a new leader: its silence counts from now */
 		m->heard_ms = now;
-		return;
-	}
-	if (now - m->heard_ms >= m->silence_ms) {
+	} else if (now - m->heard_ms >= m->silence_ms) {
 		m->heard_ms = now; /* once per silence_ms at most */
 		leader_down(m, m->leader, "silent");
 	}
+	/* looked at again when the silence would be long enough, not at the next tick after it:
+	 * the tick would add up to a heartbeat interval */
+	uv_timer_start(&m->silence, on_silence, m->heard_ms + m->silence_ms - now, 0);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -363,12 +372,39 @@ static void on_campaign(uv_timer_t *t)
 	}
 }
 
-/* Member `id` is known gone (its connections are refused, or gossip found
- * it dead or gone): if it is the leader, rather than waiting out the
- * election timeout, this follower ends the leader's lease (so it grants the
- * others' votes) and campaigns after a random delay of up to a fifth of the
- * election timeout, so that the followers, who all see it, do not all
- * campaign at once (pre-vote keeps a wrong guess harmless). */
+uint64_t srv_campaign_rank(const struct raft_conf *conf, uint64_t term, uint64_t leader,
+			   uint64_t self)
+{
+	uint64_t mine = srv_mix64(term ^ self);
+	uint64_t rank = 0;
+	for (uint32_t i = 0; i < conf->n; i++) {
+		const struct raft_member *v = &conf->members[i];
+		if (v->role != RAFT_VOTER || v->id == leader || v->id == self)
+			continue;
+		uint64_t h = srv_mix64(term ^ v->id);
+		rank += h < mine || (h == mine && v->id < self);
+	}
+	return rank;
+}
+
+/* How long this follower waits to campaign once leader `leader` is known gone: its rank's slot
+ * of a tenth of the election timeout (srv_campaign_rank), at a random moment in the slot's first
+ * quarter. Two followers that both see the leader gone therefore do not campaign at once (a
+ * split vote would cost a whole election timeout), and when the first cannot win (it is cut off
+ * too, or its log is behind) the next tries a slot later. A slot's first tenth is left out, so
+ * that the others have seen the same silence before the first pre-vote asks them. */
+static uint64_t campaign_delay(struct srv_member *m, const struct raft_status *rs, uint64_t leader)
+{
+	uint64_t slot = m->election_ms / 10 ? m->election_ms / 10 : 1;
+	uint64_t spread = slot / 4 ? slot / 4 : 1;
+	return srv_campaign_rank(&rs->conf, rs->term, leader, m->id) * slot + slot / 10 +
+	       rng_next(&m->rng) % spread;
+}
+
+/* Member `id` is known gone (its connections are refused, gossip found it dead or gone, or it has
+ * been silent): if it is the leader, rather than waiting out the election timeout, this follower
+ * ends the leader's lease (so it grants the others' votes) and campaigns in its turn
+ * (campaign_delay); pre-vote keeps a wrong guess harmless. */
 static void leader_down(struct srv_member *m, uint64_t id, const char *reason)
 {
 	struct raft_status rs;
@@ -376,13 +412,14 @@ static void leader_down(struct srv_member *m, uint64_t id, const char *reason)
 	if (m->stopping || rs.state == RAFT_LEADER || rs.leader != id || id == 0)
 		return;
 	raft_report_leader_down(m->raft, id);
+	uint64_t delay = campaign_delay(m, &rs, id);
 	struct srv_log_line l;
 	srv_log_begin(&l, SRV_LOG_INFO, "leader-unreachable");
 	srv_log_hex(&l, "leader", id);
 	srv_log_str(&l, "reason", reason);
+	srv_log_u64(&l, "campaign-in-ms", delay);
 	srv_log_end(&l);
-	uint64_t spread = m->election_ms / 5 ? m->election_ms / 5 : 1;
-	uv_timer_start(&m->campaign, on_campaign, rng_next(&m->rng) % spread, 0);
+	uv_timer_start(&m->campaign, on_campaign, delay, 0);
 	member_kick(m);
 }
 
@@ -790,6 +827,8 @@ int srv_member_start(uv_loop_t *loop, const struct srv_config *cfg, struct srv_m
 	m->handoff.data = m;
 	uv_timer_init(loop, &m->campaign);
 	m->campaign.data = m;
+	uv_timer_init(loop, &m->silence);
+	m->silence.data = m;
 	struct net_transport_config tc = {
 		.cluster_id = m->cluster_id,
 		.self_id = m->id,
@@ -968,7 +1007,7 @@ void member_stop_now(struct srv_member *m)
 	m->closing += watch_hub_close(m, on_handle_closed);
 	uv_handle_t *hs[] = { (uv_handle_t *)&m->tick, (uv_handle_t *)&m->retry,
 			      (uv_handle_t *)&m->kick, (uv_handle_t *)&m->handoff,
-			      (uv_handle_t *)&m->campaign };
+			      (uv_handle_t *)&m->campaign, (uv_handle_t *)&m->silence };
 	for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
 		if (hs[i]->loop == m->loop && !uv_is_closing(hs[i])) {
 			m->closing++;

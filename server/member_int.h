@@ -188,6 +188,7 @@ struct srv_member {
 	uv_timer_t retry;
 	uv_timer_t handoff;  /* bounds the leadership handoff at stop */
 	uv_timer_t campaign; /* an election soon after the leader is known gone */
+	uv_timer_t silence;  /* when the leader's silence would reach silence_ms */
 	bool handoff_on;
 	uv_idle_t kick; /* runs process() once the current callback returns */
 	bool kick_on;
@@ -249,6 +250,22 @@ static inline uint64_t now_ms(struct srv_member *m)
 {
 	return uv_now(m->loop);
 }
+
+/* splitmix64's finaliser: a well-spread hash of a 64-bit number. */
+static inline uint64_t srv_mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* member.c: this follower's turn, from 0, to campaign once `leader` is known gone. The voters
+ * other than the leader are ordered by a hash of the term and their ids, an order every follower
+ * of that term computes alike and that changes from term to term. */
+uint64_t srv_campaign_rank(const struct raft_conf *conf, uint64_t term, uint64_t leader,
+			   uint64_t self);
 
 /* Waiting calls, keyed by the member's sequence number (member.c). NULL
  * from add when the table is full. attach makes a cancel of the call

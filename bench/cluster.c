@@ -667,8 +667,8 @@ static int port_free(const char *ip, int port)
 /* Port claims. A port found free can be taken by another process before our member binds it;
  * concurrent runs of cairn-bench and of the test harnesses (tests/lib/ports.py, same directory
  * and format) therefore claim what they pick: a file named after the port in $TMPDIR/cairn-ports
- * holding the claimer's pid, written under an flock of the directory's .lock. Ports claimed by
- * another live process are passed over; a claim whose process is gone is taken over. Without the
+ * holding the claimer's pid, written under an flock of the directory's .lock. Ports claimed by a
+ * live process (this one too) are passed over; a claim whose process is gone is taken over. Without the
  * directory (not writable) ports are still checked free, only the claims are missing. */
 struct port_claims {
 	char dir[CL_PATH_MAX];
@@ -713,7 +713,8 @@ static long claim_owner(const struct port_claims *pc, int port)
 	return strtol(buf, NULL, 10);
 }
 
-/* Free on ip (TCP and UDP) and claimed by no other live process. */
+/* Free on ip (TCP and UDP) and claimed by no live process, this one included: an earlier pick
+ * of this process may not be bound yet. */
 static int port_usable(const struct port_claims *pc, const char *ip, int port)
 {
 	if (!port_free(ip, port))
@@ -721,8 +722,10 @@ static int port_usable(const struct port_claims *pc, const char *ip, int port)
 	if (pc->lock < 0)
 		return 1;
 	long pid = claim_owner(pc, port);
-	if (pid <= 0 || pid == (long)getpid())
+	if (pid <= 0)
 		return 1;
+	if (pid == (long)getpid())
+		return 0;
 	return kill((pid_t)pid, 0) != 0 && errno != EPERM;
 }
 
@@ -808,15 +811,12 @@ int cl_claim_ports(int n, int *ports)
 {
 	struct port_claims pc;
 	claims_open(&pc);
-	unsigned seed = port_seed();
+	/* every port of the range once, from a random one on: none usable is missed */
+	unsigned start = (port_seed() >> 8) % 12768u;
 	int got = 0;
-	for (int attempt = 0; attempt < 5000 && got < n; attempt++) {
-		seed = seed * 1103515245u + 12345u;
-		int port = 20000 + (int)((seed >> 8) % 12768u);
-		int dup = 0;
-		for (int j = 0; j < got; j++)
-			dup = dup || ports[j] == port;
-		if (!dup && port_usable(&pc, "127.0.0.1", port))
+	for (unsigned i = 0; i < 12768u && got < n; i++) {
+		int port = 20000 + (int)((start + i) % 12768u);
+		if (port_usable(&pc, "127.0.0.1", port))
 			ports[got++] = port;
 	}
 	if (got == n)

@@ -4,8 +4,8 @@
 A port found free can be taken by a concurrent test (ctest runs several) before the member it
 was picked for binds it. Each pick is therefore claimed in $TMPDIR/cairn-ports: a file named
 after the port holding the claimer's pid, written under an flock of the directory's .lock.
-Ports claimed by another live process are passed over; a claim whose process is gone is taken
-over. bench/cluster.c (cairn-bench's own clusters) uses the same directory and format.
+Ports claimed by a live process, this one included (an earlier pick not bound yet), are passed
+over; a claim whose process is gone is taken over. bench/cluster.c (cairn-bench's own clusters) uses the same directory and format.
 
     python3 ports.py claim <n> <pid>     n ports, one per line, claimed for pid
     python3 ports.py release <pid>       removes pid's claims
@@ -69,8 +69,8 @@ def claim(n, pid=None):
             if port in picked:
                 continue
             other = _owner(os.path.join(d, str(port)))
-            if other > 0 and other != pid and _alive(other):
-                continue
+            if other > 0 and (other == pid or _alive(other)):
+                continue  # taken, by another test or by an earlier pick of this one
             if _bindable(port, socket.SOCK_STREAM) and _bindable(port, socket.SOCK_DGRAM):
                 picked.append(port)
         for port in picked:

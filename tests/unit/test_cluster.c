@@ -11,6 +11,8 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdbool.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -700,6 +702,79 @@ static void test_abnormal_exit(void **state)
 #endif
 }
 
+/* cl_claim_ports in a claims directory of its own ($TMPDIR): every port of the range claimed by
+ * a live process (pid 1) but ten, whose claims belong to a process that has exited; the ten are
+ * exactly what a claim gets, claimed for this process, then none is left, not even for this
+ * process again; cl_release_ports gives them back. */
+static void test_claim_ports(void **state)
+{
+	(void)state;
+	char dir[256], path[320];
+	const char *old_tmp = getenv("TMPDIR");
+	char saved[256] = "";
+	if (old_tmp != NULL)
+		snprintf(saved, sizeof saved, "%s", old_tmp);
+	h_tmpdir_make(dir, sizeof dir, "claims");
+	assert_int_equal(setenv("TMPDIR", dir, 1), 0);
+	snprintf(path, sizeof path, "%s/cairn-ports", dir);
+	assert_int_equal(mkdir(path, 0755), 0);
+
+	pid_t dead = fork();
+	assert_true(dead >= 0);
+	if (dead == 0)
+		_exit(0);
+	int status;
+	assert_int_equal(waitpid(dead, &status, 0), dead);
+
+	int free_ports[10], nfree = 0, first_free;
+	/* ten ports bindable now, from a probe claim (the directory is empty so far) */
+	assert_int_equal(cl_claim_ports(10, free_ports), 0);
+	first_free = free_ports[0];
+	for (int port = 20000; port <= 32767; port++) {
+		bool is_free = false;
+		for (int j = 0; j < 10; j++)
+			is_free = is_free || free_ports[j] == port;
+		snprintf(path, sizeof path, "%s/cairn-ports/%d", dir, port);
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fprintf(f, "%d\n", is_free ? (int)dead : 1);
+		fclose(f);
+		nfree += is_free;
+	}
+	assert_int_equal(nfree, 10);
+
+	int got[10];
+	assert_int_equal(cl_claim_ports(10, got), 0);
+	for (int i = 0; i < 10; i++) {
+		bool known = false;
+		for (int j = 0; j < 10; j++)
+			known = known || got[i] == free_ports[j];
+		assert_true(known);
+		for (int j = 0; j < i; j++)
+			assert_int_not_equal(got[i], got[j]);
+		snprintf(path, sizeof path, "%s/cairn-ports/%d", dir, got[i]);
+		FILE *f = fopen(path, "r");
+		assert_non_null(f);
+		long owner = 0;
+		assert_int_equal(fscanf(f, "%ld", &owner), 1);
+		fclose(f);
+		assert_int_equal(owner, (long)getpid());
+	}
+	int more;
+	assert_int_equal(cl_claim_ports(1, &more), CL_ESYS); /* ours are taken too */
+	cl_release_ports(got, 10);
+	snprintf(path, sizeof path, "%s/cairn-ports/%d", dir, first_free);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(cl_claim_ports(1, &more), 0); /* released: usable again */
+	cl_release_ports(&more, 1);
+
+	if (saved[0] != '\0')
+		setenv("TMPDIR", saved, 1);
+	else
+		unsetenv("TMPDIR");
+	h_tmpdir_remove(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -707,6 +782,7 @@ int main(void)
 		cmocka_unit_test(test_spec_file_good),
 		cmocka_unit_test(test_spec_file_bad),
 		cmocka_unit_test(test_fault_parse),
+		cmocka_unit_test(test_claim_ports),
 		cmocka_unit_test_teardown(test_cairn_faults, teardown_cluster),
 		cmocka_unit_test_teardown(test_cairn_schedule, teardown_cluster),
 		cmocka_unit_test_teardown(test_etcd_faults, teardown_cluster),

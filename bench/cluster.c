@@ -668,8 +668,9 @@ static int port_free(const char *ip, int port)
  * concurrent runs of cairn-bench and of the test harnesses (tests/lib/ports.py, same directory
  * and format) therefore claim what they pick: a file named after the port in $TMPDIR/cairn-ports
  * holding the claimer's pid, written under an flock of the directory's .lock. Ports claimed by a
- * live process (this one too) are passed over; a claim whose process is gone is taken over. Without the
- * directory (not writable) ports are still checked free, only the claims are missing. */
+ * live process (this one too) are passed over; a claim whose process is gone is taken over.
+ * Without the directory (not writable) ports are still checked free; only the claims are
+ * missing. */
 struct port_claims {
 	char dir[CL_PATH_MAX];
 	int lock; /* -1: no claims */

@@ -5,7 +5,8 @@ A port found free can be taken by a concurrent test (ctest runs several) before 
 was picked for binds it. Each pick is therefore claimed in $TMPDIR/cairn-ports: a file named
 after the port holding the claimer's pid, written under an flock of the directory's .lock.
 Ports claimed by a live process, this one included (an earlier pick not bound yet), are passed
-over; a claim whose process is gone is taken over. bench/cluster.c (cairn-bench's own clusters) uses the same directory and format.
+over; a claim whose process is gone is taken over. bench/cluster.c (cairn-bench's own
+clusters) uses the same directory and format.
 
     python3 ports.py claim <n> <pid>     n ports, one per line, claimed for pid
     python3 ports.py release <pid>       removes pid's claims

@@ -49,8 +49,13 @@ static void check_permutation(const struct raft_conf *c, uint64_t term, uint64_t
 static void test_distinct_turns(void **state)
 {
 	(void)state;
-	const uint64_t ids[] = { 0x8d781deeeb341615u, 0x5f5e702023e3f819u, 0x7e47d7b8d64db766u,
-				 0x1111u, 0x2222u, 0x3333u, 0x4444u };
+	const uint64_t ids[] = { 0x8d781deeeb341615u,
+				 0x5f5e702023e3f819u,
+				 0x7e47d7b8d64db766u,
+				 0x1111u,
+				 0x2222u,
+				 0x3333u,
+				 0x4444u };
 	const uint32_t voters[] = { RAFT_VOTER, RAFT_VOTER, RAFT_VOTER, RAFT_VOTER,
 				    RAFT_VOTER, RAFT_VOTER, RAFT_VOTER };
 	for (uint32_t n = 2; n <= 7; n++) {

@@ -95,10 +95,17 @@ static pid_t spawn(char *const argv[], const char *log)
 	return pid;
 }
 
-/* Ports claimed for this test (bench/cluster.h), so that a concurrent test does not take them. */
+/* Ports claimed for this test (bench/cluster.h), so that a concurrent test does not take them;
+ * given back at the end of main. */
+static int claimed[64];
+static int n_claimed;
+
 static void free_ports(int *ports, int n)
 {
+	assert_true(n_claimed + n <= (int)(sizeof claimed / sizeof claimed[0]));
 	assert_int_equal(cl_claim_ports(n, ports), 0);
+	memcpy(claimed + n_claimed, ports, (size_t)n * sizeof *ports);
+	n_claimed += n;
 }
 
 static int free_port(void)
@@ -1791,6 +1798,7 @@ int main(void)
 	fails += cmocka_run_group_tests_name("client_cluster", cluster, setup_three, teardown_all);
 	fails += cmocka_run_group_tests_name("client_tls", tls, setup_tls, teardown_all);
 	fails += cmocka_run_group_tests_name("client_etcd", etcd, setup_etcd, teardown_all);
+	cl_release_ports(claimed, n_claimed);
 	/* Every client was closed: the loop must end (bounded; a failed test may leave one open). */
 	uv_close((uv_handle_t *)&guard, NULL);
 	uint64_t end = now_ms() + 2000;

@@ -338,6 +338,8 @@ static void check_leader_silence(struct srv_member *m)
 	if (m->heard_leader != m->leader) {
 		m->heard_leader = m->leader; /* a new leader: its silence counts from now */
 		m->heard_ms = now;
+	} else if (uv_is_active((uv_handle_t *)&m->silence)) {
+		return; /* (the tick) its timer looks at the same leader */
 	} else if (now - m->heard_ms >= m->silence_ms) {
 		m->heard_ms = now; /* once per silence_ms at most */
 		leader_down(m, m->leader, "silent");

@@ -28,6 +28,8 @@
 #   it_leader_of <endpoint>              the leader id a member reports (0: none, or no answer)
 #   it_wait_leader <secs> <not> <ep...>  waits until every endpoint names one leader, other than
 #                                        <not> (an id, or 0); sets IT_LEADER
+#   it_leader_split                      which member IT_LEADER is: IT_LEADER_NAME, the others
+#                                        in IT_OTHERS, every member's id in IT_ID[name]
 #   it_writer_start <name> <endpoints> <prefix> <count> <secs>
 #                                        a background client: etcdctl put <prefix>k<i> v<i>, one
 #                                        at a time, bounded in count and time; each acknowledged
@@ -328,6 +330,23 @@ it_wait_leader() {
 			it_fail "no common leader (other than $not) within $secs s; members report: $all"
 		sleep 0.1
 	done
+}
+
+# it_leader_split: which member IT_LEADER (from it_wait_leader) is: IT_LEADER_NAME, the other
+# members in IT_OTHERS, and every member's id in IT_ID[name].
+declare -A IT_ID=()
+it_leader_split() {
+	local n
+	IT_LEADER_NAME="" IT_OTHERS=()
+	for n in "${IT_NAMES[@]}"; do
+		IT_ID[$n]=$(it_status "${IT_EP[$n]}" member_id)
+		if [[ ${IT_ID[$n]} == "$IT_LEADER" ]]; then
+			IT_LEADER_NAME=$n
+		else
+			IT_OTHERS+=("$n")
+		fi
+	done
+	[[ -n $IT_LEADER_NAME ]] || it_fail "leader $IT_LEADER is not one of the members ${IT_ID[*]}"
 }
 
 # it_writer_start <name> <endpoints> <prefix> <count> <seconds>: a background client putting

@@ -15,17 +15,8 @@ it_cluster_init 3 it-kill
 it_cluster_start 15
 it_wait_leader 10 0 "${IT_EP[@]}"
 leader=$IT_LEADER
-declare -A ID
-old=""
-for n in "${IT_NAMES[@]}"; do
-	ID[$n]=$(it_status "${IT_EP[$n]}" member_id)
-	[[ ${ID[$n]} != "$leader" ]] || old=$n
-done
-[[ -n $old ]] || it_fail "leader $leader is not one of the members ${ID[*]}"
-survivors=()
-for n in "${IT_NAMES[@]}"; do
-	[[ $n == "$old" ]] || survivors+=("$n")
-done
+it_leader_split
+old=$IT_LEADER_NAME survivors=("${IT_OTHERS[@]}")
 it_log "leader: $old ($leader)"
 
 # restart_args <name>: what a member restarted from its data directory is given: its name, its
@@ -53,7 +44,7 @@ for n in "${survivors[@]}"; do
 done
 it_wait_leader 15 "$leader" "${survivor_eps[@]}"
 new=$IT_LEADER
-[[ $new == "${ID[${survivors[0]}]}" || $new == "${ID[${survivors[1]}]}" ]] ||
+[[ $new == "${IT_ID[${survivors[0]}]}" || $new == "${IT_ID[${survivors[1]}]}" ]] ||
 	it_fail "new leader $new is not a survivor"
 it_log "new leader: $new, $acked_at_kill puts acknowledged at the kill"
 it_wait_acked wa $(($(it_acked wa) + 20)) 30

@@ -20,15 +20,8 @@ it_cluster_start 30 --heartbeat-interval 100 --election-timeout 10000 \
 	--gossip-probe-interval 30000 --gossip-probe-timeout 20000
 it_wait_leader 30 0 "${IT_EP[@]}"
 leader=$IT_LEADER
-old=""
-for n in "${IT_NAMES[@]}"; do
-	[[ $(it_status "${IT_EP[$n]}" member_id) != "$leader" ]] || old=$n
-done
-[[ -n $old ]] || it_fail "leader $leader is not one of the members"
-survivors=()
-for n in "${IT_NAMES[@]}"; do
-	[[ $n == "$old" ]] || survivors+=("$n")
-done
+it_leader_split
+old=$IT_LEADER_NAME survivors=("${IT_OTHERS[@]}")
 it_log "leader: $old ($leader); SIGSTOP"
 kill -STOP "${IT_PID[$old]}"
 it_wait_leader 30 "$leader" "${IT_EP[${survivors[0]}]}" "${IT_EP[${survivors[1]}]}"
